@@ -1,0 +1,113 @@
+"""The named corpora: what each one is and how its files are obtained.
+
+``python`` is read from the running interpreter's own standard library, so it
+is always there, offline, and is the default. ``tinyshakespeare`` is
+downloaded once, checked against a pinned SHA-256, and cached; its URL can be
+overridden with ``$TEXTGEN_TINYSHAKESPEARE_URL`` (a mirror, or a test server).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import sysconfig
+from collections.abc import Callable
+
+from textgen.corpora.fetch import cache_dir, fetch
+from textgen.errors import CorpusError
+
+# Folders of the standard library that are not representative Python source:
+# installed third-party packages, test suites (full of deliberately odd code
+# and data) and demos.
+STDLIB_EXCLUDED_PARTS = frozenset(
+    {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo", "__pycache__"}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogEntry:
+    """One named corpus: a one-line description and a way to get its files."""
+
+    name: str
+    description: str
+    materialize: Callable[[], list[pathlib.Path]]
+
+
+def python_stdlib_files() -> list[pathlib.Path]:
+    """The ``.py`` files of the running interpreter's standard library, sorted by relative path."""
+    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    relative_paths: list[pathlib.PurePath] = []
+    # Exclusions are matched against paths relative to the stdlib folder, so
+    # an interpreter installed under e.g. /home/tests/ still has a corpus.
+    for root, dir_names, file_names in os.walk(stdlib):
+        dir_names[:] = [name for name in dir_names if name not in STDLIB_EXCLUDED_PARTS]
+        relative_root = pathlib.Path(root).relative_to(stdlib)
+        relative_paths.extend(relative_root / name for name in file_names if name.endswith(".py"))
+    if not relative_paths:
+        raise CorpusError(
+            "the Python standard library source is not available in this installation; "
+            f"pass files or a folder instead. Received: stdlib='{stdlib}'"
+        )
+    return [stdlib / relative for relative in sorted(relative_paths, key=lambda p: p.parts)]
+
+
+def downloaded_file(name: str, url: str, sha256: str) -> Callable[[], list[pathlib.Path]]:
+    """A ``materialize`` for a one-file corpus fetched from ``url`` into the cache.
+
+    ``$TEXTGEN_<NAME>_URL`` replaces ``url`` when set; the SHA-256 stays
+    pinned, so a mirror must serve the very same bytes.
+    """
+    url_variable = f"TEXTGEN_{name.upper()}_URL"
+
+    def materialize() -> list[pathlib.Path]:
+        source = os.environ.get(url_variable) or url
+        return [fetch(source, sha256, cache_dir() / f"{name}.txt")]
+
+    return materialize
+
+
+_ENTRIES = {
+    entry.name: entry
+    for entry in (
+        CatalogEntry(
+            name="python",
+            description="the .py source of this Python's standard library (offline; the default)",
+            materialize=python_stdlib_files,
+        ),
+        CatalogEntry(
+            name="tinyshakespeare",
+            description="Tiny Shakespeare, 1.1 MB of plays (downloaded once from GitHub and cached)",
+            materialize=downloaded_file(
+                "tinyshakespeare",
+                url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+                # The 1115394-byte input.txt of karpathy/char-rnn.
+                sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+            ),
+        ),
+    )
+}
+
+
+def names() -> list[str]:
+    """The names of the catalog's corpora, in a fixed order."""
+    return list(_ENTRIES)
+
+
+def describe(name: str) -> str:
+    """A one-line description of the named corpus."""
+    return _entry(name).description
+
+
+def corpus_files(name: str) -> list[pathlib.Path]:
+    """The files of the named corpus, downloading them first if needed."""
+    return _entry(name).materialize()
+
+
+def _entry(name: str) -> CatalogEntry:
+    try:
+        return _ENTRIES[name]
+    except (KeyError, TypeError):
+        raise CorpusError(
+            f"unknown named corpus (named corpora: {', '.join(_ENTRIES)}). Received: name={name!r}"
+        ) from None

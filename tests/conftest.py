@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny corpus and one tiny trained model for the session."""
+
+from pathlib import Path
+
+import pytest
+
+TINY_TEXT = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?\n"
+    "It is the east, and Juliet is the sun.\n\n"
+    "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n"
+    "Deny thy father and refuse thy name.\n\n"
+) * 30
+
+TINY_SETTINGS = dict(layers=2, units=16, embedding_dim=8, seq_length=20, batch_size=8, max_steps=30, seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_corpus) -> Path:
+    import textgen
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    textgen.train(str(tiny_corpus), out=out, log=None, **TINY_SETTINGS)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    import textgen
+
+    return textgen.load(tiny_model_dir)

@@ -1,0 +1,220 @@
+"""The Python API: ``train`` a model into a directory, ``load`` it, use it.
+
+Both return a ``TextModel``, which generates text, evaluates text, and gives
+access to its Keras model and tokenizer. The command line is a thin layer
+over these functions.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from textgen import modeldir
+from textgen.backend import keras, tf
+from textgen.config import TOKENIZER_LEVELS, ModelConfig, SampleConfig, TrainConfig
+from textgen.corpus import open_corpus
+from textgen.data import TrainWindows, split_ids
+from textgen.errors import ConfigError, ModelDirError, TextgenError, TrainingError
+from textgen.generate import Generator
+from textgen.model import LSTMStep, build_model, expected_shapes, named_weights
+from textgen.progress import Progress
+from textgen.tokenizer import TextTokenizer
+from textgen.training import Evaluator, Trainer
+
+
+class TextModel:
+    """A trained language model with its tokenizer.
+
+    Attributes: ``keras_model`` (the sequence model, logits (B, T, V)),
+    ``tokenizer`` (a ``TextTokenizer``), ``config`` (``ModelConfig``),
+    ``train_config``, ``manifest`` and ``path`` (None until saved).
+    """
+
+    def __init__(self, keras_model: keras.Model, config: ModelConfig, tokenizer: TextTokenizer,
+                 train_config: TrainConfig | None = None, manifest: dict | None = None, path: Path | None = None):
+        self.keras_model = keras_model
+        self.config = config
+        self.tokenizer = tokenizer
+        self.train_config = train_config or TrainConfig()
+        self.manifest = manifest or {}
+        self.path = path
+        self._generator = None
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"TextModel({c.layers}x{c.units} LSTM, embedding {c.embedding_dim}, "
+                f"{self.tokenizer.level} vocabulary {c.vocab_size}, path={str(self.path)!r})")
+
+    @property
+    def generator(self) -> Generator:
+        """The compiled generation loop, built on first use."""
+        if self._generator is None:
+            self._generator = Generator(LSTMStep(self.keras_model, self.config))
+        return self._generator
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be a string. Received: prompt={prompt!r}")
+        ids = self.tokenizer.encode_prompt(prompt) if prompt else []
+        if not ids:
+            # With nothing to condition on, start as if at the beginning of a line.
+            ids = self.tokenizer.encode("\n").tolist() or [self.tokenizer.unk_id]
+        return ids
+
+    def generate(self, prompt: str = "", length: int = 400, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None, num_samples: int = 1,
+                 include_prompt: bool = True) -> str | list[str]:
+        """Continue ``prompt`` by ``length`` tokens.
+
+        temperature 0 is greedy; top_k 0 and top_p 1 switch those filters off.
+        The same seed gives the same text. Returns a string, or a list of
+        ``num_samples`` strings, all generated as one batch. Characters the
+        tokenizer never saw are replaced and named in an ``UnknownTokenWarning``.
+        """
+        settings = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                                num_samples=num_samples, seed=seed)
+        if settings.top_k > self.config.vocab_size:
+            raise ConfigError(f"top_k must be at most the vocabulary size ({self.config.vocab_size}). "
+                              f"Received: top_k={top_k}")
+        seed = settings.seed if settings.seed is not None else secrets.randbits(62)
+        ids = self._prompt_ids(prompt)
+        prompts = np.tile(np.asarray(ids, np.int32), (settings.num_samples, 1))  # (N, P)
+        lengths = np.full([settings.num_samples], len(ids), np.int32)
+        new_ids = self.generator.generate(
+            tf.constant(prompts), tf.constant(lengths), tf.constant(settings.length, tf.int32),
+            tf.constant(settings.temperature, tf.float32), tf.constant(settings.top_k, tf.int32),
+            tf.constant(settings.top_p, tf.float32), tf.constant(seed, tf.int64)).numpy()  # (N, length)
+        prefix = prompt if include_prompt else ""
+        texts = [prefix + self.tokenizer.decode(row) for row in new_ids]
+        return texts[0] if settings.num_samples == 1 else texts
+
+    def evaluate(self, text: str) -> dict:
+        """Loss of the model on ``text``: nats per token, bits per character, perplexity."""
+        if not isinstance(text, str):
+            raise ConfigError(f"text must be a string. Received: text={type(text).__name__}")
+        ids = self.tokenizer.encode(text)
+        if len(ids) < 2:
+            raise TrainingError(f"text is too short to evaluate: it needs at least 2 tokens. Received: tokens={len(ids)}")
+        evaluator = Evaluator(self.keras_model, self.tokenizer.token_lengths(),
+                              self.train_config.seq_length, self.train_config.batch_size)
+        result = evaluator.evaluate(ids)
+        return {"loss": result.loss, "bits_per_char": result.bits_per_char, "perplexity": result.perplexity,
+                "tokens": result.tokens, "characters": result.characters}
+
+    def save(self, path, *, overwrite: bool = False, corpus: dict | None = None, metrics: dict | None = None) -> Path:
+        """Write this model to a model directory (atomically)."""
+        weights = {name: var.numpy() for name, var in named_weights(self.keras_model, self.config).items()}
+        config = {"model": self.config.to_dict(), "tokenizer": {"level": self.tokenizer.level},
+                  "training": self.train_config.to_dict()}
+        corpus = corpus if corpus is not None else self.manifest.get("corpus", {})
+        metrics = metrics if metrics is not None else self.manifest.get("metrics", {})
+        self.path = modeldir.write_model_dir(path, config=config, tokenizer_json=self.tokenizer.to_json(),
+                                             weights=weights, corpus=corpus, metrics=metrics, overwrite=overwrite)
+        _, self.manifest = modeldir.read_manifest(self.path)
+        return self.path
+
+
+def load(path) -> TextModel:
+    """Load a model directory, checking every file before use.
+
+    The model is rebuilt from validated settings with textgen's own code and
+    the weights are read as plain float32 arrays: nothing in the directory is
+    executed or unpickled.
+    """
+    path, manifest = modeldir.read_manifest(path)
+    raw = modeldir.read_config(path)
+    unknown = sorted(set(raw) - {"format", "model", "tokenizer", "training"})
+    if unknown:
+        raise ModelDirError(f"config.json has unknown sections. Received: key={unknown[0]!r}")
+    try:
+        config = ModelConfig.from_dict(raw.get("model"))
+        train_config = TrainConfig.from_dict(raw.get("training", {}))
+    except ConfigError as exc:
+        raise ModelDirError(f"config.json has invalid settings: {exc}") from None
+    tokenizer = TextTokenizer.from_json(modeldir.read_text_file(path, modeldir.TOKENIZER_FILE))
+    level = raw.get("tokenizer", {}).get("level") if isinstance(raw.get("tokenizer"), dict) else None
+    if level != tokenizer.level or tokenizer.vocab_size != config.vocab_size:
+        raise ModelDirError(f"tokenizer.json does not match config.json. "
+                            f"Received: level={level!r}, vocab_size={tokenizer.vocab_size}")
+    arrays = modeldir.decode_weights(path / modeldir.WEIGHTS_FILE, expected_shapes(config))
+    model = build_model(config)
+    for name, variable in named_weights(model, config).items():
+        variable.assign(arrays[name])
+    return TextModel(model, config, tokenizer, train_config, manifest, path)
+
+
+_M, _T = ModelConfig, TrainConfig  # defaults are read from the settings classes, the one place they live
+
+
+def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "char", vocab_size: int | None = None,
+          layers: int = _M.layers, units: int = _M.units, embedding_dim: int = _M.embedding_dim,
+          dropout: float = _M.dropout, seq_length: int = _T.seq_length, batch_size: int = _T.batch_size,
+          epochs: int = _T.epochs, max_steps: int | None = None, max_time: float | None = None,
+          patience: int | None = _T.patience, learning_rate: float = _T.learning_rate,
+          clipnorm: float = _T.clipnorm, val_fraction: float = _T.val_fraction, seed: int | None = None,
+          encoding: str = "utf-8", errors: str = "strict", overwrite: bool = False,
+          log=sys.stderr) -> TextModel:
+    """Train a model on a corpus and write it to the directory ``out``.
+
+    ``corpus`` is a path, folder, glob or named corpus, or a list of them
+    (default: the ``python`` corpus). Settings are checked and ``out`` is
+    checked before any work, so a typo never costs a training run. Progress
+    goes to ``log`` (stderr; None for silence). On Ctrl-C the best weights so
+    far are saved and ``KeyboardInterrupt`` is raised again.
+    """
+    if tokenizer not in TOKENIZER_LEVELS:
+        raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_LEVELS)}. Received: tokenizer={tokenizer!r}")
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    train_config = TrainConfig(seq_length=seq_length, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
+                               max_time=max_time, patience=patience, learning_rate=learning_rate,
+                               clipnorm=clipnorm, val_fraction=val_fraction, seed=seed)
+    shape = dict(layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout)
+    ModelConfig(vocab_size=2, **shape)  # check the shape settings before reading any text
+    modeldir.check_destination(out, overwrite=overwrite)
+    progress = Progress(stream=log)
+
+    inputs = [corpus] if isinstance(corpus, (str, Path)) else list(corpus or [])
+    source = open_corpus([str(item) for item in inputs], encoding=encoding, errors=errors)
+    progress.message(f"corpus: {source.description}, {source.total_bytes:,} bytes")
+    text_tokenizer = TextTokenizer.train(source.iter_text(), level=tokenizer, vocab_size=vocab_size)
+    ids = text_tokenizer.encode_chunks(source.iter_text())
+    progress.message(f"tokenizer: {tokenizer}, vocabulary {text_tokenizer.vocab_size}, {len(ids):,} tokens")
+    train_ids, val_ids = split_ids(ids, train_config.val_fraction)
+    windows = TrainWindows(train_ids, seq_length, batch_size, seed)
+
+    config = ModelConfig(vocab_size=text_tokenizer.vocab_size, **shape)
+    progress.message(f"seed: {seed}")
+    keras.utils.set_random_seed(seed)
+    model = build_model(config)
+    progress.message(f"model: {layers}x{units} LSTM, embedding {embedding_dim}, "
+                     f"{config.parameter_count():,} parameters")
+    trainer = Trainer(model, config, train_config, text_tokenizer.token_lengths(), progress)
+    result = trainer.fit(windows, val_ids)
+    if result.steps == 0:
+        if result.stop_reason == "interrupted":
+            raise KeyboardInterrupt
+        raise TrainingError("training stopped before any step finished; nothing was saved. Received: steps=0")
+
+    # Interrupted before the first validation, the model keeps its latest
+    # weights: unmeasured work is still work the user should not lose.
+    text_model = TextModel(model, config, text_tokenizer, train_config)
+    metrics = {"best": result.best, "history": result.history, "steps": result.steps, "tokens": result.tokens,
+               "seconds": round(result.seconds, 2), "tokens_per_second": round(result.tokens_per_second, 1),
+               "stop_reason": result.stop_reason}
+    corpus_info = {"description": source.description, "files": len(source.files), "bytes": source.total_bytes,
+                   "sha256": source.sha256(), "tokens": int(len(ids))}
+    path = text_model.save(out, overwrite=overwrite, corpus=corpus_info, metrics=metrics)
+    best = result.best
+    measured = (f"best val loss {best['val_loss']:.4f} nats/token, {best['val_bits_per_char']:.4f} bits/char"
+                if best else "not validated")
+    progress.message(f"stopped by {result.stop_reason} after {result.steps} steps in {result.seconds:.0f}s "
+                     f"({result.tokens_per_second:,.0f} tokens/s); {measured}; saved {path}")
+    if result.stop_reason == "interrupted":
+        raise KeyboardInterrupt
+    return text_model

@@ -1,0 +1,57 @@
+"""The one place that imports TensorFlow and Keras, after setting them up.
+
+textgen runs Keras on the TensorFlow backend and chooses that itself, so a
+user's ``KERAS_BACKEND`` set for another project does not break it. oneDNN
+kernels must be switched on before TensorFlow is imported: on this project's
+reference CPU they make LSTM training about 1.5x faster.
+"""
+
+import os
+import sys
+
+from textgen.errors import TextgenError
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+    raise TextgenError(
+        "keras was imported with another backend before textgen; textgen needs the TensorFlow backend. "
+        f"Received: KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}"
+    )
+os.environ["KERAS_BACKEND"] = "tensorflow"
+
+
+
+def _import_quietly():
+    """Import TensorFlow with its C++ start-up chatter kept off the terminal.
+
+    TensorFlow's native code logs to file descriptor 2 before Python logging
+    exists (oneDNN notices, a missing CUDA driver on CPU machines). The text is
+    captured and replayed only if the import fails, so real errors still show.
+    """
+    import tempfile
+
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+            import keras as keras_module
+
+            tensorflow.config.list_physical_devices()  # device start-up logs here too
+        except BaseException:
+            os.dup2(saved_fd, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+    return tensorflow, keras_module
+
+
+tf, keras = _import_quietly()
+
+__all__ = ["tf", "keras"]

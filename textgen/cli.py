@@ -1,0 +1,208 @@
+"""The ``textgen`` command: thin Click commands over the library.
+
+Generated text goes to stdout; progress, warnings and errors go to stderr.
+Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted.
+Library modules are imported inside the commands so ``textgen --help`` answers
+without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sys
+import warnings
+
+import click
+
+from textgen.config import ModelConfig, SampleConfig, TrainConfig
+
+EXIT_INTERRUPTED = 130
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*$")
+
+
+class Duration(click.ParamType):
+    """A time span: ``90`` or ``90s`` (seconds), ``15m``, ``2h``; returned in seconds."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        match = _DURATION.match(str(value))
+        if not match or float(match.group(1)) <= 0:
+            self.fail(f"expected a positive duration such as 90s, 15m or 2h. Received: {value!r}", param, ctx)
+        return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+@contextlib.contextmanager
+def library_errors():
+    """Turn library errors into one-line messages with their exit codes, here and only here."""
+    from textgen.errors import TextgenError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except TextgenError as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = exc.exit_code
+            raise error from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, UserWarning):
+                    click.echo(f"warning: {warning.message}", err=True)
+
+
+def _setup_logging() -> None:
+    """Show textgen's own log lines (downloads, warnings) on stderr, and no one else's."""
+    logger = logging.getLogger("textgen")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="textgen-lstm", prog_name="textgen")
+def cli():
+    """Train stacked LSTM text generators, sample them, and inspect them."""
+    _setup_logging()
+
+
+@cli.command()
+@click.argument("corpus", nargs=-1)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing textgen model at --out.")
+@click.option("--tokenizer", type=click.Choice(["char", "word", "bpe"]), default="char", show_default=True)
+@click.option("--vocab-size", type=int, help="Vocabulary size (word, bpe; an upper bound for char).")
+@click.option("--layers", type=int, default=ModelConfig.layers, show_default=True, help="Stacked LSTM layers.")
+@click.option("--units", type=int, default=ModelConfig.units, show_default=True, help="Units per LSTM layer.")
+@click.option("--embedding-dim", type=int, default=ModelConfig.embedding_dim, show_default=True)
+@click.option("--dropout", type=float, default=ModelConfig.dropout, show_default=True, help="Dropout after each LSTM layer.")
+@click.option("--seq-length", type=int, default=TrainConfig.seq_length, show_default=True, help="Tokens per training window.")
+@click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
+@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
+@click.option("--max-time", type=Duration(), help="Stop after this long, e.g. 300, 10m, 1h.")
+@click.option("--patience", type=int, default=TrainConfig.patience, show_default=True,
+              help="Stop after this many epochs without a better validation loss (0: never).")
+@click.option("--learning-rate", type=float, default=TrainConfig.learning_rate, show_default=True)
+@click.option("--clipnorm", type=float, default=TrainConfig.clipnorm, show_default=True, help="Clip the gradient's global norm.")
+@click.option("--val-fraction", type=float, default=TrainConfig.val_fraction, show_default=True,
+              help="The last part of the corpus held out for validation.")
+@click.option("--seed", type=int, help="Random seed (default: drawn at random, then printed and recorded).")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files.")
+@click.option("--errors", type=click.Choice(["strict", "replace", "ignore"]), default="strict", show_default=True,
+              help="What to do with bytes that do not decode.")
+def train(corpus, out, overwrite, tokenizer, vocab_size, layers, units, embedding_dim, dropout, seq_length,
+          batch_size, epochs, max_steps, max_time, patience, learning_rate, clipnorm, val_fraction, seed,
+          encoding, errors):
+    """Train a model on CORPUS and write it to --out.
+
+    CORPUS is any number of files, folders, globs or named corpora
+    (python, tinyshakespeare); the default is the python corpus.
+    """
+    with library_errors():
+        from textgen.api import train as train_model
+
+        train_model(list(corpus), out=out, overwrite=overwrite, tokenizer=tokenizer, vocab_size=vocab_size,
+                    layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout,
+                    seq_length=seq_length, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
+                    max_time=max_time, patience=patience or None, learning_rate=learning_rate,
+                    clipnorm=clipnorm, val_fraction=val_fraction, seed=seed, encoding=encoding, errors=errors)
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path())
+@click.option("--prompt", "-p", default="", help="Text to continue (default: start of a line).")
+@click.option("--length", "-n", type=int, default=SampleConfig.length, show_default=True, help="Tokens to generate.")
+@click.option("--temperature", "-t", type=float, default=SampleConfig.temperature, show_default=True, help="0 means greedy.")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k likeliest (0: off).")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling mass (1: off).")
+@click.option("--num-samples", type=int, default=1, show_default=True, help="Samples, generated as one batch.")
+@click.option("--seed", type=int, help="Random seed (default: drawn at random and printed).")
+def sample(model_dir, prompt, length, temperature, top_k, top_p, num_samples, seed):
+    """Generate text from a trained model; the text goes to stdout."""
+    with library_errors():
+        import secrets
+
+        from textgen.api import load
+
+        model = load(model_dir)
+        if seed is None:
+            seed = secrets.randbelow(2**31)
+            click.echo(f"seed: {seed}", err=True)
+        texts = model.generate(prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                               seed=seed, num_samples=num_samples)
+        texts = [texts] if isinstance(texts, str) else texts
+        click.echo("\n\n".join(texts))
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path())
+@click.argument("text", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--errors", type=click.Choice(["strict", "replace", "ignore"]), default="strict", show_default=True)
+def evaluate(model_dir, text, as_json, encoding, errors):
+    """Measure a model's loss on TEXT (files, folders, globs or named corpora)."""
+    with library_errors():
+        from textgen.api import load
+        from textgen.corpus import open_corpus
+
+        model = load(model_dir)
+        source = open_corpus(list(text), encoding=encoding, errors=errors)
+        result = model.evaluate(source.read_text())
+        if as_json:
+            click.echo(json.dumps(result, sort_keys=True))
+        else:
+            click.echo(f"loss {result['loss']:.4f} nats/token, {result['bits_per_char']:.4f} bits/char, "
+                       f"perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens "
+                       f"({result['characters']:,} characters)")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest and settings as JSON.")
+def info(model_dir, as_json):
+    """Describe a model directory: settings, corpus, metrics, versions."""
+    with library_errors():
+        from textgen import modeldir
+
+        path, manifest = modeldir.read_manifest(model_dir)
+        config = modeldir.read_config(path)
+        if as_json:
+            click.echo(json.dumps({"config": config, "manifest": manifest}, indent=2, sort_keys=True))
+            return
+        model, training = config.get("model", {}), config.get("training", {})
+        metrics, corpus = manifest.get("metrics", {}), manifest.get("corpus", {})
+        best = metrics.get("best") or {}
+        lines = [
+            f"model      {model.get('layers')}x{model.get('units')} LSTM, embedding {model.get('embedding_dim')}, "
+            f"dropout {model.get('dropout')}",
+            f"tokenizer  {config.get('tokenizer', {}).get('level')}, vocabulary {model.get('vocab_size')}",
+            f"corpus     {corpus.get('description')}, {corpus.get('bytes', 0):,} bytes, {corpus.get('tokens', 0):,} tokens",
+            f"training   seed {training.get('seed')}, {metrics.get('steps')} steps in {metrics.get('seconds')}s, "
+            f"{metrics.get('tokens_per_second')} tokens/s, stopped by {metrics.get('stop_reason')}",
+        ]
+        if best:
+            lines.append(f"best       val loss {best['val_loss']:.4f} nats/token, "
+                         f"{best['val_bits_per_char']:.4f} bits/char (epoch {best['epoch']}, step {best['step']})")
+        libraries = manifest.get("libraries", {})
+        lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in sorted(libraries.items())))
+        lines.append(f"format     {manifest.get('format')} v{manifest.get('format_version')}, "
+                     f"created {manifest.get('created')}")
+        click.echo("\n".join(lines))
+
+
+def main():
+    """Console-script entry point."""
+    cli(prog_name="textgen")

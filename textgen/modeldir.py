@@ -1,0 +1,268 @@
+"""The model directory: the one module that knows its file names and checks.
+
+A model directory holds::
+
+    config.json      settings the model is rebuilt from (validated on load)
+    tokenizer.json   the Hugging Face tokenizer (only structures textgen writes)
+    weights.npz      float32 arrays under textgen's own weight names
+    manifest.json    format version, library versions, corpus, metrics, sha256 of each file
+
+It is written to a temporary sibling and renamed into place, so a crash never
+leaves half a model. Reading trusts nothing in it: no pickle, no Keras
+deserialization, every hash, name, shape and link is checked first.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from textgen.errors import ModelDirError
+
+FORMAT = "textgen-model"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+WEIGHTS_FILE = "weights.npz"
+MANIFEST_FILE = "manifest.json"
+DATA_FILES = (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE)
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+
+def is_model_dir(path: Path) -> bool:
+    """True if ``path`` holds a manifest that says it is a textgen model."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+def check_destination(path, *, overwrite: bool = False) -> None:
+    """Refuse, before any work, a destination whose contents would be lost.
+
+    An empty or missing directory is fine. A textgen model is replaced only
+    with ``overwrite``; anything else is never touched.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ModelDirError(f"the output path exists and is not a directory. Received: out='{path}'")
+    if not any(path.iterdir()):
+        return
+    if not is_model_dir(path):
+        raise ModelDirError(
+            f"refusing to write into a non-empty directory that is not a textgen model. Received: out='{path}'")
+    if not overwrite:
+        raise ModelDirError(
+            f"a textgen model already exists there; pass --overwrite to replace it. Received: out='{path}'")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def encode_weights(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz archive with fixed timestamps, so equal weights give equal bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arrays[name], np.float32), allow_pickle=False)
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            archive.writestr(info, member.getvalue())
+    return buffer.getvalue()
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def decode_weights(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Read exactly the expected float32 arrays, checking each header before its data."""
+    arrays = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            expected = {name + ".npy" for name in shapes}
+            if set(members) != expected:
+                extra = sorted(set(members) ^ expected)
+                raise ModelDirError(f"{WEIGHTS_FILE} does not hold this model's weights. Received: names={extra[:3]}")
+            for name, shape in shapes.items():
+                with archive.open(members[name + ".npy"]) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    read_header = _HEADER_READERS.get(version)
+                    if read_header is None:
+                        raise ModelDirError(f"weight {name} has an unknown .npy version. Received: version={version}")
+                    header = read_header(handle)  # (shape, fortran_order, dtype)
+                    if tuple(header[0]) != tuple(shape) or header[2] != np.dtype("<f4") or header[1]:
+                        raise ModelDirError(
+                            f"weight {name} has the wrong shape or type for this model's settings. "
+                            f"Received: shape={tuple(header[0])}, dtype={header[2]}")
+                    data = handle.read(int(np.prod(shape)) * 4 + 1)
+                    if len(data) != int(np.prod(shape)) * 4:
+                        raise ModelDirError(f"weight {name} is truncated. Received: bytes={len(data)}")
+                    array = np.frombuffer(data, dtype="<f4").reshape(shape).copy()
+                if not np.all(np.isfinite(array)):
+                    raise ModelDirError(f"weight {name} holds NaN or infinite values. Received: path='{path}'")
+                arrays[name] = array
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ModelDirError(f"{WEIGHTS_FILE} is not a readable weights archive: {exc}. Received: path='{path}'") from None
+    return arrays
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what produced a model, recorded for bug reports."""
+    import keras
+    import tensorflow
+    import tokenizers
+
+    import textgen
+
+    return {"textgen": textgen.__version__, "tensorflow": tensorflow.__version__, "keras": keras.__version__,
+            "tokenizers": tokenizers.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_model_dir(path, *, config: dict, tokenizer_json: str, weights: dict[str, np.ndarray],
+                    corpus: dict, metrics: dict, overwrite: bool = False) -> Path:
+    """Write a complete model directory atomically and return its path."""
+    path = Path(path)
+    check_destination(path, overwrite=overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contents = {
+        CONFIG_FILE: json.dumps({"format": FORMAT, **config}, indent=2, sort_keys=True).encode("utf-8"),
+        TOKENIZER_FILE: tokenizer_json.encode("utf-8"),
+        WEIGHTS_FILE: encode_weights(weights),
+    }
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        # mkdtemp makes a private directory; a model directory gets the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
+        for name, data in contents.items():
+            _write_file(staging / name, data)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "libraries": library_versions(), "corpus": corpus, "metrics": metrics,
+            "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                      for name, data in contents.items()},
+        }
+        # The manifest is written last: a directory without one is never taken for a model.
+        _write_file(staging / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+        _replace_dir(staging, path)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelDirError(f"could not write the model directory: {exc.strerror or exc}. Received: out='{path}'") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def _replace_dir(staging: Path, path: Path) -> None:
+    """Move a finished staging directory to ``path``, never leaving it missing for long."""
+    if path.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        os.rmdir(retired)
+        os.replace(path, retired)
+        os.replace(staging, path)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, path)
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _read_json(path: Path, what: str):
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise ModelDirError(f"{what} is larger than {MAX_JSON_BYTES} bytes. Received: path='{path}'")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelDirError(f"{what} is not valid JSON: {exc}. Received: path='{path}'") from None
+
+
+def read_manifest(path) -> tuple[Path, dict]:
+    """Check a model directory's files against its manifest; return (dir, manifest)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelDirError(f"no model directory there. Received: path='{path}'")
+    if not path.is_dir():
+        raise ModelDirError(f"not a directory. Received: path='{path}'")
+    root = path.resolve()
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ModelDirError(
+            f"not a textgen model directory, or a partial one: {MANIFEST_FILE} is missing. Received: path='{path}'")
+    if not manifest_path.resolve().is_relative_to(root):
+        raise ModelDirError(f"{MANIFEST_FILE} is a link that points outside the model directory. Received: path='{path}'")
+    manifest = _read_json(manifest_path, MANIFEST_FILE)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelDirError(f"{MANIFEST_FILE} does not describe a textgen model. Received: path='{path}'")
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelDirError(f"{MANIFEST_FILE} has no valid format_version. Received: format_version={version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelDirError(
+            f"this model was written by a newer textgen (format {version}; this textgen reads up to "
+            f"{FORMAT_VERSION}); upgrade textgen. Received: format_version={version}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != set(DATA_FILES):
+        raise ModelDirError(f"{MANIFEST_FILE} does not list exactly {', '.join(DATA_FILES)}. Received: path='{path}'")
+    for name in DATA_FILES:
+        file_path = path / name
+        if not file_path.exists():
+            raise ModelDirError(f"the model directory is partial: {name} is missing. Received: path='{path}'")
+        if not file_path.resolve().is_relative_to(root):
+            raise ModelDirError(f"{name} is a link that points outside the model directory. Received: path='{path}'")
+        expected = files[name].get("sha256") if isinstance(files[name], dict) else None
+        if _sha256(file_path) != expected:
+            raise ModelDirError(
+                f"{name} does not match the sha256 in {MANIFEST_FILE}: the directory is corrupt or was edited. "
+                f"Received: path='{path}'")
+    return path, manifest
+
+
+def read_config(path: Path) -> dict:
+    """The parsed config.json of a checked directory (validated by the caller)."""
+    config = _read_json(Path(path) / CONFIG_FILE, CONFIG_FILE)
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ModelDirError(f"{CONFIG_FILE} is not a textgen config. Received: path='{path}'")
+    return config
+
+
+def read_text_file(path: Path, name: str) -> str:
+    """A checked text file of the directory, such as tokenizer.json."""
+    file_path = Path(path) / name
+    if file_path.stat().st_size > MAX_JSON_BYTES:
+        raise ModelDirError(f"{name} is larger than {MAX_JSON_BYTES} bytes. Received: path='{path}'")
+    try:
+        return file_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ModelDirError(f"{name} is not UTF-8 text. Received: path='{path}'") from None

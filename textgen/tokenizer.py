@@ -1,0 +1,388 @@
+"""Tokenizers that turn text into integer ids and back, exactly.
+
+:class:`TextTokenizer` wraps a Hugging Face ``tokenizers.Tokenizer`` at one of
+three levels: ``char`` (one token per Unicode code point), ``word`` (one token
+per run of word characters, per whitespace character and per other character)
+and ``bpe`` (byte-pair-encoding subwords learned inside pieces such as " word",
+" ?!" or "\\n\\n").
+
+Nothing is normalized or stripped, so ``decode(encode(text)) == text`` for text
+made of known characters (known words at the word level). Whatever is unknown
+becomes ``[UNK]`` (id 0), which decodes to one U+FFFD character.
+
+Tokenizer files come from model directories that may not be trusted, so
+:meth:`TextTokenizer.from_json` accepts only the structures this module writes.
+"""
+
+import collections
+import itertools
+import json
+import os
+import re
+import tempfile
+import warnings
+from typing import Iterable, Iterator
+
+import numpy as np
+import tokenizers
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+
+from textgen.errors import ConfigError, TokenizerError
+
+LEVELS = ("char", "word", "bpe")
+UNK = "[UNK]"
+UNK_ID = 0
+# One character, so that decoded text lines up with token_lengths().
+UNK_REPLACEMENT = "\ufffd"
+# For char, the default keeps the 1023 most frequent characters plus [UNK].
+DEFAULT_VOCAB_SIZE = {"char": 1024, "word": 10_000, "bpe": 4_000}
+MAX_VOCAB_SIZE = 1_000_000
+MAX_JSON_CHARS = 256 * 1024 * 1024
+
+# The classes are spelled out, with no \w, \s or lookarounds, so that the same
+# patterns mean the same under RE2 (TensorFlow) as under Oniguruma here. Only
+# ASCII whitespace is whitespace; other Unicode spaces are "other" characters.
+# Every character is in exactly one class, so the pieces always cover the text.
+WORD_CHAR = r"[\p{L}\p{M}\p{N}_]"
+SPACE_CHAR = r"[\t\n\v\f\r ]"
+OTHER_CHAR = r"[^\p{L}\p{M}\p{N}_\t\n\v\f\r ]"
+WORD_PATTERN = f"{WORD_CHAR}+|{SPACE_CHAR}|{OTHER_CHAR}"
+BPE_PATTERN = f" ?{WORD_CHAR}+| ?{OTHER_CHAR}+|{SPACE_CHAR}+"
+_PATTERNS = {"word": WORD_PATTERN, "bpe": BPE_PATTERN}
+
+# Text is encoded in pieces of about _PIECE_CHARS, batched by about _BATCH_CHARS,
+# so that the backend can spread each batch over its threads.
+_PIECE_CHARS = 1 << 16
+_BATCH_CHARS = 1 << 22
+# No word or bpe piece runs across a newline followed by a non-whitespace
+# character, so cutting the text there leaves its tokens unchanged.
+_SAFE_CUT = re.compile(r"\n(?=[^\t\n\v\f\r ])")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Unicode noncharacters: one that no token uses stands in for lone surrogates.
+_NONCHARACTERS = [chr(code) for code in range(0xFDD0, 0xFDF0)]
+_SHOWN_UNKNOWNS = 20
+
+
+class UnknownTokenWarning(UserWarning):
+    """A prompt contains characters or words that the tokenizer never saw."""
+
+
+class TextTokenizer:
+    """A trained tokenizer of one level, wrapping a ``tokenizers.Tokenizer``.
+
+    Make one with :meth:`train`, :meth:`from_json` or :meth:`load`.
+    """
+
+    def __init__(self, backend: tokenizers.Tokenizer, level: str):
+        self.backend = backend
+        self.level = level
+        vocab = backend.get_vocab()  # ids are 0 to n - 1, with [UNK] first
+        self._decoded_tokens = [UNK_REPLACEMENT] + sorted(vocab, key=vocab.get)[1:]
+        self._surrogate_stand_in = None
+
+    @property
+    def vocab_size(self) -> int:
+        """The number of tokens, [UNK] included."""
+        return len(self._decoded_tokens)
+
+    @property
+    def unk_id(self) -> int:
+        """The id of the [UNK] token, always 0."""
+        return UNK_ID
+
+    @classmethod
+    def train(cls, chunks: Iterable[str], level: str = "char", vocab_size: int | None = None) -> "TextTokenizer":
+        """Learn a tokenizer from a corpus given as consecutive pieces of text.
+
+        The same corpus gives the same tokenizer, however it is cut into chunks.
+        ``vocab_size`` counts [UNK]; by default 1024 for char (at most: a corpus
+        with fewer characters gives fewer tokens), 10000 for word, 4000 for bpe.
+        """
+        if level not in LEVELS:
+            raise ConfigError(f"level must be one of {', '.join(LEVELS)}. Received: level={level!r}")
+        if vocab_size is None:
+            vocab_size = DEFAULT_VOCAB_SIZE[level]
+        if type(vocab_size) is not int or not 2 <= vocab_size <= MAX_VOCAB_SIZE:
+            raise ConfigError(f"vocab_size must be an integer from 2 to {MAX_VOCAB_SIZE}. "
+                              f"Received: vocab_size={vocab_size!r}")
+        if isinstance(chunks, str):
+            chunks = (chunks,)
+        if level == "char":
+            chars = _frequent_chars(chunks, vocab_size - 1)
+            vocab = {UNK: UNK_ID, **{char: token_id for token_id, char in enumerate(chars, start=1)}}
+            backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK, fuse_unk=False))
+            backend.decoder = decoders.Fuse()
+            return cls(backend, level)
+        if level == "word":
+            backend = tokenizers.Tokenizer(models.WordLevel(unk_token=UNK))
+            trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[UNK], show_progress=False)
+        else:
+            if iter(chunks) is chunks:
+                chunks = list(chunks)  # bpe reads the corpus twice: characters first, then pairs
+            # Left alone, the trainer would drop equally rare characters in hash
+            # order; naming the ones to keep makes its alphabet exactly these.
+            alphabet = _frequent_chars(chunks, vocab_size - 1)
+            backend = tokenizers.Tokenizer(models.BPE(unk_token=UNK))
+            trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[UNK], show_progress=False,
+                                          initial_alphabet=alphabet, limit_alphabet=len(alphabet))
+        backend.pre_tokenizer = pre_tokenizers.Split(Regex(_PATTERNS[level]), behavior="isolated")
+        backend.decoder = decoders.Fuse()
+        # Safe pieces keep words whole wherever the caller cut the corpus.
+        pieces = _safe_pieces(chunks, cut_anywhere=False)
+        first_piece = next(pieces, None)
+        if first_piece is None:
+            raise TokenizerError("cannot train a tokenizer on empty text")
+        backend.train_from_iterator(itertools.chain([first_piece], pieces), trainer=trainer)
+        # Training registers [UNK] as an added token, which would turn the literal
+        # text "[UNK]" into id 0; the model maps unknowns to [UNK] without it.
+        data = json.loads(backend.to_str())
+        data["added_tokens"] = []
+        return cls(tokenizers.Tokenizer.from_str(json.dumps(data)), level)
+
+    def to_json(self) -> str:
+        """The tokenizer as tokenizer.json text; the same tokenizer gives the same text."""
+        return self.backend.to_str(pretty=True)
+
+    def save(self, path) -> None:
+        """Write the tokenizer to ``path`` atomically, so readers never see half a file."""
+        directory = os.path.dirname(os.fspath(path)) or "."
+        handle, temporary_path = tempfile.mkstemp(prefix=".tokenizer-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(self.to_json())
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary_path, 0o644)  # mkstemp makes it private; nothing in it is secret
+            os.replace(temporary_path, path)
+        except BaseException:
+            os.unlink(temporary_path)
+            raise
+
+    @classmethod
+    def from_json(cls, text: str) -> "TextTokenizer":
+        """Rebuild a tokenizer from tokenizer.json text, accepting only what this module writes."""
+        if len(text) > MAX_JSON_CHARS:
+            raise TokenizerError(f"tokenizer.json is too large. Received: length={len(text)}")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise TokenizerError(f"tokenizer.json is not valid JSON: {exc}") from None
+        level = _checked_level(data)
+        try:
+            # The backend parses the checked data re-serialized, never the text
+            # itself, so it cannot read duplicate keys differently from json.loads.
+            backend = tokenizers.Tokenizer.from_str(json.dumps(data))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a Rust panic is a BaseException, not an Exception
+            reason = (str(exc).splitlines() or [""])[0][:200]
+            raise TokenizerError(f"tokenizer.json cannot be loaded: {type(exc).__name__}: {reason}") from exc
+        return cls(backend, level)
+
+    @classmethod
+    def load(cls, path) -> "TextTokenizer":
+        """Read a tokenizer file written by :meth:`save`."""
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read(MAX_JSON_CHARS + 1)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenizerError(f"cannot read tokenizer file {os.fspath(path)}: {exc}") from None
+        return cls.from_json(text)
+
+    def encode(self, text: str) -> np.ndarray:
+        """The int32 ids of ``text``; anything unknown silently becomes [UNK]."""
+        return self.encode_chunks((text,))
+
+    def encode_chunks(self, chunks: Iterable[str]) -> np.ndarray:
+        """The int32 ids of the concatenated chunks, the same as encoding them joined.
+
+        The text is re-cut where no token can span the cut and encoded in
+        batches, which the backend spreads over its threads.
+        """
+        if isinstance(chunks, str):
+            chunks = (chunks,)
+        arrays, batch, batch_chars = [], [], 0
+        for piece in itertools.chain(_safe_pieces(chunks, cut_anywhere=self.level == "char"), [None]):
+            if piece is not None:
+                batch.append(piece)
+                batch_chars += len(piece)
+            if batch and (piece is None or batch_chars >= _BATCH_CHARS):
+                arrays.extend(np.asarray(encoding.ids, dtype=np.int32) for encoding in self._encode_batch(batch))
+                batch, batch_chars = [], 0
+        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """The ids of a prompt; warns once with UnknownTokenWarning if part of it is unknown."""
+        ids, unknown = self._encode_finding_unknowns(text)
+        if unknown:
+            what = "words or symbols" if self.level == "word" else "characters"
+            shown = ", ".join(repr(part) for part in unknown[:_SHOWN_UNKNOWNS])
+            if len(unknown) > _SHOWN_UNKNOWNS:
+                shown += f" and {len(unknown) - _SHOWN_UNKNOWNS} more"
+            warnings.warn(f"prompt has {what} the tokenizer never saw, replaced by {UNK}: {shown}",
+                          UnknownTokenWarning, stacklevel=2)
+        return ids
+
+    def unknown_characters(self, text: str) -> list[str]:
+        """The distinct parts of ``text`` that would become [UNK], in order of first appearance.
+
+        These are single characters, except at the word level, where a whole
+        unknown word becomes one [UNK].
+        """
+        return self._encode_finding_unknowns(text)[1]
+
+    def decode(self, ids) -> str:
+        """The text of a sequence of ids; each [UNK] decodes to U+FFFD."""
+        ids = np.asarray(ids)
+        if ids.size == 0:
+            return ""
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise TokenizerError(f"ids must be a flat sequence of integers. "
+                                 f"Received: shape={ids.shape}, dtype={ids.dtype}")
+        lowest, highest = int(ids.min()), int(ids.max())
+        if lowest < 0 or highest >= self.vocab_size:
+            raise TokenizerError(f"token id is outside the vocabulary of {self.vocab_size} tokens. "
+                                 f"Received: id={lowest if lowest < 0 else highest}")
+        return "".join([self._decoded_tokens[token_id] for token_id in ids.tolist()])
+
+    def token_lengths(self) -> np.ndarray:
+        """The number of characters each token decodes to, by id (1 for [UNK])."""
+        return np.array([len(token) for token in self._decoded_tokens], dtype=np.int32)
+
+    def _encode_finding_unknowns(self, text: str) -> tuple[list[int], list[str]]:
+        """The ids of ``text`` and the distinct parts of it that became [UNK]."""
+        (encoding,) = self._encode_batch([_checked_text(text)], with_offsets=True)
+        unknown = {text[start:end]: None
+                   for token_id, (start, end) in zip(encoding.ids, encoding.offsets) if token_id == UNK_ID}
+        return encoding.ids, list(unknown)
+
+    def _encode_batch(self, pieces: list[str], with_offsets: bool = False) -> list[tokenizers.Encoding]:
+        """Encode pieces with the backend, which skips the work on offsets unless asked."""
+        encode_batch = self.backend.encode_batch if with_offsets else self.backend.encode_batch_fast
+        try:
+            return encode_batch(pieces, add_special_tokens=False)
+        except TypeError:
+            # A lone surrogate (from undecodable command-line bytes, say) cannot
+            # cross into Rust. A noncharacter no token uses takes its place: it
+            # becomes [UNK] too, and as one code point it keeps offsets right.
+            if not any(_SURROGATE.search(piece) for piece in pieces):
+                raise
+            if self._surrogate_stand_in is None:
+                used = set("".join(self._decoded_tokens))
+                self._surrogate_stand_in = next((char for char in _NONCHARACTERS if char not in used), None)
+                if self._surrogate_stand_in is None:
+                    raise TokenizerError("text has lone surrogates and no character can stand in for them") from None
+            return encode_batch([_SURROGATE.sub(self._surrogate_stand_in, piece) for piece in pieces],
+                                add_special_tokens=False)
+
+
+def _checked_text(text) -> str:
+    """``text`` itself, once it is known to be a str."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str. Received: type={type(text).__name__}")
+    return text
+
+
+def _frequent_chars(chunks: Iterable[str], how_many: int) -> list[str]:
+    """The ``how_many`` most frequent characters of the corpus, most frequent first."""
+    counts = collections.Counter()
+    for chunk in chunks:
+        counts.update(_checked_text(chunk))
+    if not counts:
+        raise TokenizerError("cannot train a tokenizer on empty text")
+    # Ties go to the lower code point, so the same corpus gives the same vocabulary.
+    return sorted(counts, key=lambda char: (-counts[char], ord(char)))[:how_many]
+
+
+def _safe_pieces(chunks: Iterable[str], cut_anywhere: bool) -> Iterator[str]:
+    """Re-cut chunks into pieces of about _PIECE_CHARS that tokenize like the whole.
+
+    Char tokens never span two characters, so ``cut_anywhere`` allows any cut;
+    otherwise cuts fall only where _SAFE_CUT matches, and text without such a
+    place stays in one piece, however long.
+    """
+    pending, pending_chars = [], 0
+    for chunk in chunks:
+        chunk, position = _checked_text(chunk), 0
+        while position < len(chunk):
+            # Short chunks (single lines, say) gather until a piece is big enough.
+            target = position + max(0, _PIECE_CHARS - pending_chars)
+            if target >= len(chunk):
+                cut = -1
+            elif cut_anywhere:
+                cut = target
+            else:
+                match = _SAFE_CUT.search(chunk, target)
+                cut = match.end() if match else -1
+            if cut < 0:
+                pending.append(chunk[position:] if position else chunk)
+                pending_chars += len(chunk) - position
+                break
+            pending.append(chunk[position:cut])
+            yield "".join(pending)
+            pending, pending_chars, position = [], 0, cut
+    if pending:
+        yield "".join(pending)
+
+
+def _reject(what: str):
+    raise TokenizerError(f"tokenizer.json is not one textgen writes: {what}")
+
+
+def _canonical(value) -> str:
+    """JSON text that tells false from 0 and 1 from 1.0, for exact comparisons."""
+    return json.dumps(value, sort_keys=True)
+
+
+def _check_fields(section: str, mapping, fixed: dict, free: set, required: set) -> None:
+    """Reject unknown or missing keys, and fixed fields with any other value."""
+    if not isinstance(mapping, dict):
+        _reject(f"{section} is not an object")
+    for key in mapping:
+        if key not in fixed and key not in free:
+            _reject(f"{section} has an unexpected key {key[:50]!r}")
+    for key in required - set(mapping):
+        _reject(f"{section} has no {key!r}")
+    for key, value in fixed.items():
+        if key in mapping and _canonical(mapping[key]) != _canonical(value):
+            _reject(f"{section}.{key} is {_canonical(mapping[key])[:80]}, not {_canonical(value)}")
+
+
+def _split(pattern: str) -> str:
+    return _canonical({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False})
+
+
+def _checked_level(data) -> str:
+    """The level of parsed tokenizer.json data that is exactly what this module writes."""
+    top_fixed = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+                 "normalizer": None, "post_processor": None, "decoder": {"type": "Fuse"}}
+    _check_fields("tokenizer", data, top_fixed, {"pre_tokenizer", "model"}, set(top_fixed) | {"model"})
+    model, pre_tokenizer = data["model"], _canonical(data.get("pre_tokenizer"))
+    model_type = model.get("type") if isinstance(model, dict) else None
+    levels = {("BPE", _canonical(None)): "char", ("WordLevel", _split(WORD_PATTERN)): "word",
+              ("BPE", _split(BPE_PATTERN)): "bpe"}
+    level = levels.get((model_type, pre_tokenizer)) if isinstance(model_type, str) else None
+    if level is None:
+        _reject(f"model type {_canonical(model_type)[:50]} with pre_tokenizer {pre_tokenizer[:100]}")
+    if level == "word":
+        _check_fields("model", model, {"type": "WordLevel", "unk_token": UNK}, {"vocab"}, {"vocab", "unk_token"})
+    else:
+        # Missing optional fields are fine: the backend's defaults are these values.
+        bpe_fixed = {"type": "BPE", "dropout": None, "unk_token": UNK, "continuing_subword_prefix": None,
+                     "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False}
+        _check_fields("model", model, bpe_fixed, {"vocab", "merges"}, {"vocab", "merges", "unk_token"})
+    vocab, merges = model["vocab"], model.get("merges", [])
+    if not isinstance(vocab, dict) or len(vocab) > MAX_VOCAB_SIZE:
+        _reject(f"model.vocab is not an object of at most {MAX_VOCAB_SIZE} tokens")
+    ids = vocab.values()
+    if any(type(token_id) is not int for token_id in ids) or set(ids) != set(range(len(vocab))):
+        _reject("the token ids are not exactly 0 to vocab_size - 1")
+    if vocab.get(UNK) != UNK_ID or "" in vocab:
+        _reject(f"{UNK} is not token 0, or a token is empty")
+    if level == "char" and (merges != [] or any(len(token) != 1 for token in vocab if token != UNK)):
+        _reject("a char-level token is longer than one character")
+    if not isinstance(merges, list) or len(merges) >= len(vocab) or not all(
+            isinstance(merge, list) and len(merge) == 2 and all(isinstance(part, str) for part in merge)
+            for merge in merges):
+        _reject("model.merges is not a list of token pairs, fewer than the tokens")
+    return level
