@@ -26,7 +26,7 @@ def tiny_model_dir(tmp_path_factory, tiny_corpus) -> Path:
     import textgen
 
     out = tmp_path_factory.mktemp("models") / "tiny"
-    textgen.train(str(tiny_corpus), out=out, log=None, **TINY_SETTINGS)
+    textgen.train(str(tiny_corpus), out=out, quiet=True, **TINY_SETTINGS)
     return out
 
 

@@ -62,14 +62,14 @@ def test_training_lowers_validation_loss_below_uniform(tiny_model):
 
 
 def test_same_seed_gives_identical_weights(tiny_corpus, tiny_model, tmp_path):
-    again = textgen.train(str(tiny_corpus), out=tmp_path / "again", log=None, **TINY_SETTINGS)
+    again = textgen.train(str(tiny_corpus), out=tmp_path / "again", quiet=True, **TINY_SETTINGS)
     for a, b in zip(again.keras_model.weights, tiny_model.keras_model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 @pytest.mark.parametrize("tokenizer", ["word", "bpe"])
 def test_other_tokenizer_levels_train_and_sample(tiny_corpus, tmp_path, tokenizer):
-    model = textgen.train(str(tiny_corpus), out=tmp_path / tokenizer, log=None, tokenizer=tokenizer,
+    model = textgen.train(str(tiny_corpus), out=tmp_path / tokenizer, quiet=True, tokenizer=tokenizer,
                           vocab_size=60, **{**TINY_SETTINGS, "seq_length": 8, "max_steps": 5})
     assert textgen.load(tmp_path / tokenizer).tokenizer.level == tokenizer
     assert model.generate("ROMEO", length=5, seed=1).startswith("ROMEO")
@@ -79,15 +79,15 @@ def test_a_corpus_shorter_than_one_batch_fails_before_training(tmp_path):
     small = tmp_path / "small.txt"
     small.write_text("just a few words\n" * 3)
     with pytest.raises(TrainingError, match="fewer than one batch"):
-        textgen.train(str(small), out=tmp_path / "m", log=None)
+        textgen.train(str(small), out=tmp_path / "m", quiet=True)
     assert not (tmp_path / "m").exists()
 
 
 def test_settings_and_destination_are_checked_before_reading_the_corpus(tmp_path):
     with pytest.raises(ConfigError, match="units"):
-        textgen.train("does-not-exist.txt", out=tmp_path / "m", units=0, log=None)
+        textgen.train("does-not-exist.txt", out=tmp_path / "m", units=0, quiet=True)
     with pytest.raises(CorpusError):
-        textgen.train("does-not-exist.txt", out=tmp_path / "m", log=None)
+        textgen.train("does-not-exist.txt", out=tmp_path / "m", quiet=True)
 
 
 def test_load_of_a_plain_folder_is_refused(tmp_path):
@@ -109,7 +109,16 @@ def test_ctrl_c_during_training_saves_the_work_and_reraises(tiny_corpus, tmp_pat
 
     monkeypatch.setattr(TrainWindows, "batch", interrupted_batch)
     with pytest.raises(KeyboardInterrupt):
-        textgen.train(str(tiny_corpus), out=tmp_path / "m", log=None, **TINY_SETTINGS)
+        textgen.train(str(tiny_corpus), out=tmp_path / "m", quiet=True, **TINY_SETTINGS)
     saved = textgen.load(tmp_path / "m")
     assert saved.manifest["metrics"]["stop_reason"] == "interrupted"
     assert saved.manifest["metrics"]["steps"] == 3
+
+
+def test_stop_strings_end_each_sample_before_the_stop(tiny_model):
+    free = tiny_model.generate("ROMEO:", length=80, seed=11, include_prompt=False)
+    stop = free[10:12]
+    stopped = tiny_model.generate("ROMEO:", length=80, seed=11, stop=[stop, "zzz"], include_prompt=False)
+    assert stopped == free[: free.find(stop)]
+    samples = tiny_model.generate("ROMEO:", length=80, seed=11, stop="\n", num_samples=4, include_prompt=False)
+    assert all("\n" not in sample for sample in samples)

@@ -59,16 +59,20 @@ def generator():
     keras.utils.set_random_seed(0)
     config = ModelConfig(vocab_size=11, layers=2, units=8, embedding_dim=4, dropout=0.0)
     model = build_model(config)
-    generator = Generator(LSTMStep(model, config))
+    generator = Generator(LSTMStep(model, config), TOKEN_STRINGS, start_id=10)
     generator.sequence_model = model  # kept for comparisons in these tests
     return generator
 
 
-def run(generator, prompts, length=12, temperature=1.0, seed=3):
-    width = max(len(p) for p in prompts)
-    padded = np.array([[0] * (width - len(p)) + p for p in prompts], np.int32)
+TOKEN_STRINGS = ["?", "a", "b", "c", "d", "e", "f", "g", "h", "i", "\n"]
+
+
+def run(generator, prompts, length=12, temperature=1.0, seed=3, stop=(), with_counts=False):
+    values = np.array([token for prompt in prompts for token in prompt], np.int32)
     lengths = np.array([len(p) for p in prompts], np.int32)
-    return generator.generate(padded, lengths, length, temperature, 0, 1.0, tf.constant(seed, tf.int64)).numpy()
+    ids, produced = generator.generate(values, lengths, length, temperature, 0, 1.0, tf.constant(seed, tf.int64),
+                                       tf.constant(list(stop), tf.string))
+    return (ids.numpy(), produced.numpy()) if with_counts else ids.numpy()
 
 
 def test_generation_is_reproducible_per_seed(generator):
@@ -89,3 +93,36 @@ def test_greedy_generation_follows_the_sequence_model(generator):
     model_input = np.array([prompt + out.tolist()], np.int32)
     logits = generator.sequence_model(model_input, training=False).numpy()[0]  # (T, V)
     np.testing.assert_array_equal(logits[len(prompt) - 1 : -1].argmax(-1), out)
+
+
+def test_an_empty_prompt_starts_from_the_start_token(generator):
+    np.testing.assert_array_equal(run(generator, [[]], temperature=0.0), run(generator, [[10]], temperature=0.0))
+
+
+def text_of(ids):
+    return "".join(TOKEN_STRINGS[i] for i in ids)
+
+
+def test_rows_stop_at_their_first_stop_string_and_the_loop_ends_early(generator):
+    prompts = [[1], [2, 3], [4]]
+    free = run(generator, prompts, length=40, seed=9)
+    # A stop string taken from row 0's own output, two tokens long.
+    stop = text_of(free[0][5:7])
+    ids, produced = run(generator, prompts, length=40, seed=9, stop=[stop, "never-generated"], with_counts=True)
+    first = text_of(free[0]).find(stop)
+    assert produced[0] == first + 2
+    np.testing.assert_array_equal(ids[0][: produced[0]], free[0][: produced[0]])
+    for row in range(3):
+        end = text_of(free[row]).find(stop)
+        assert produced[row] == (end + 2 if end >= 0 else 40)
+    assert ids.shape[1] == max(produced)  # sampling ended once every row had stopped
+
+
+def test_stop_strings_are_literal_text_not_patterns(generator):
+    stops = ["h.", "b|c", "?", "(", "\\"]  # as patterns, "h." would match "ha" and "?" would not compile
+    free = text_of(run(generator, [[1]], length=60, seed=2)[0])
+    ids, produced = run(generator, [[1]], length=60, seed=2, stop=stops, with_counts=True)
+    # Generation ends where the first stop string is completed, matching it literally.
+    ends = [free.find(stop) + len(stop) for stop in stops if free.find(stop) >= 0]
+    assert ends, "the fixture should produce at least one stop string"
+    assert produced[0] == min(ends)

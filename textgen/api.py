@@ -16,11 +16,11 @@ import numpy as np
 
 from textgen import modeldir
 from textgen.backend import keras, tf
-from textgen.config import TOKENIZER_LEVELS, ModelConfig, SampleConfig, TrainConfig
+from textgen.config import MAX_SAMPLES, TOKENIZER_LEVELS, ModelConfig, SampleConfig, TrainConfig
 from textgen.corpus import open_corpus
 from textgen.data import TrainWindows, split_ids
 from textgen.errors import ConfigError, ModelDirError, TextgenError, TrainingError
-from textgen.generate import Generator
+from textgen.generate import Generator, cut_at_stop
 from textgen.model import LSTMStep, build_model, expected_shapes, named_weights
 from textgen.progress import Progress
 from textgen.tokenizer import TextTokenizer
@@ -54,44 +54,55 @@ class TextModel:
     def generator(self) -> Generator:
         """The compiled generation loop, built on first use."""
         if self._generator is None:
-            self._generator = Generator(LSTMStep(self.keras_model, self.config))
+            # With nothing to condition on, generation starts as if at the beginning of a line.
+            newline = self.tokenizer.encode("\n").tolist()
+            start_id = newline[0] if len(newline) == 1 else self.tokenizer.unk_id
+            self._generator = Generator(LSTMStep(self.keras_model, self.config), self.tokenizer.token_strings(),
+                                        start_id)
         return self._generator
 
-    def _prompt_ids(self, prompt: str) -> list[int]:
-        if not isinstance(prompt, str):
-            raise ConfigError(f"prompt must be a string. Received: prompt={prompt!r}")
-        ids = self.tokenizer.encode_prompt(prompt) if prompt else []
-        if not ids:
-            # With nothing to condition on, start as if at the beginning of a line.
-            ids = self.tokenizer.encode("\n").tolist() or [self.tokenizer.unk_id]
-        return ids
-
-    def generate(self, prompt: str = "", length: int = 400, temperature: float = 0.8, top_k: int = 0,
-                 top_p: float = 1.0, seed: int | None = None, num_samples: int = 1,
+    def generate(self, prompt: str | Sequence[str] = "", length: int = SampleConfig.length,
+                 temperature: float = SampleConfig.temperature, top_k: int = 0, top_p: float = 1.0,
+                 seed: int | None = None, num_samples: int = 1, stop: str | Sequence[str] | None = None,
                  include_prompt: bool = True) -> str | list[str]:
-        """Continue ``prompt`` by ``length`` tokens.
+        """Continue ``prompt`` by up to ``length`` tokens.
 
         temperature 0 is greedy; top_k 0 and top_p 1 switch those filters off.
+        Each sample ends before the first of the ``stop`` strings it produces.
         The same seed gives the same text. Returns a string, or a list of
-        ``num_samples`` strings, all generated as one batch. Characters the
-        tokenizer never saw are replaced and named in an ``UnknownTokenWarning``.
+        ``num_samples`` strings, all generated as one batch; a list of prompts
+        gives a list of ``len(prompt) * num_samples`` strings, prompt by prompt.
+        Characters the tokenizer never saw are replaced and named in an
+        ``UnknownTokenWarning``.
         """
         settings = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                                 num_samples=num_samples, seed=seed)
         if settings.top_k > self.config.vocab_size:
             raise ConfigError(f"top_k must be at most the vocabulary size ({self.config.vocab_size}). "
                               f"Received: top_k={top_k}")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or not all(isinstance(item, str) for item in prompts):
+            raise ConfigError(f"prompt must be a string or a non-empty list of strings. Received: prompt={prompt!r}")
+        rows = [item for item in prompts for _ in range(settings.num_samples)]
+        if len(rows) > MAX_SAMPLES:
+            raise ConfigError(f"at most {MAX_SAMPLES} rows (prompts x num_samples) per call. Received: rows={len(rows)}")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if not all(isinstance(item, str) for item in stops):
+            raise ConfigError(f"stop must be a string or a list of strings. Received: stop={stop!r}")
         seed = settings.seed if settings.seed is not None else secrets.randbits(62)
-        ids = self._prompt_ids(prompt)
-        prompts = np.tile(np.asarray(ids, np.int32), (settings.num_samples, 1))  # (N, P)
-        lengths = np.full([settings.num_samples], len(ids), np.int32)
-        new_ids = self.generator.generate(
-            tf.constant(prompts), tf.constant(lengths), tf.constant(settings.length, tf.int32),
+        encoded = {item: self.tokenizer.encode_prompt(item) if item else [] for item in prompts}
+        values = np.array([i for item in rows for i in encoded[item]], np.int32)  # all rows, concatenated
+        row_lengths = np.array([len(encoded[item]) for item in rows], np.int32)
+        new_ids, produced = self.generator.generate(
+            tf.constant(values, tf.int32), tf.constant(row_lengths), tf.constant(settings.length, tf.int32),
             tf.constant(settings.temperature, tf.float32), tf.constant(settings.top_k, tf.int32),
-            tf.constant(settings.top_p, tf.float32), tf.constant(seed, tf.int64)).numpy()  # (N, length)
-        prefix = prompt if include_prompt else ""
-        texts = [prefix + self.tokenizer.decode(row) for row in new_ids]
-        return texts[0] if settings.num_samples == 1 else texts
+            tf.constant(settings.top_p, tf.float32), tf.constant(seed, tf.int64), tf.constant(stops, tf.string))
+        texts = [self.tokenizer.decode(row[:count]) for row, count in zip(new_ids.numpy(), produced.numpy())]
+        if stops:
+            texts = [text.decode("utf-8") for text in cut_at_stop(tf.constant(texts, tf.string), stops).numpy()]
+        if include_prompt:
+            texts = [item + text for item, text in zip(rows, texts)]
+        return texts[0] if isinstance(prompt, str) and settings.num_samples == 1 else texts
 
     def evaluate(self, text: str) -> dict:
         """Loss of the model on ``text``: nats per token, bits per character, perplexity."""
@@ -105,6 +116,19 @@ class TextModel:
         result = evaluator.evaluate(ids)
         return {"loss": result.loss, "bits_per_char": result.bits_per_char, "perplexity": result.perplexity,
                 "tokens": result.tokens, "characters": result.characters}
+
+    def export(self, path=None) -> Path:
+        """Write a TensorFlow SavedModel that generates text by itself (see ``textgen.export``).
+
+        The default path is ``saved_model`` inside the model directory.
+        """
+        from textgen.export import SAVED_MODEL_DIR, export_saved_model
+
+        if path is None:
+            if self.path is None:
+                raise ConfigError("this model has no directory yet; pass a path. Received: path=None")
+            path = Path(self.path) / SAVED_MODEL_DIR
+        return export_saved_model(self, path)
 
     def save(self, path, *, overwrite: bool = False, corpus: dict | None = None, metrics: dict | None = None) -> Path:
         """Write this model to a model directory (atomically)."""
@@ -158,13 +182,13 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
           patience: int | None = _T.patience, learning_rate: float = _T.learning_rate,
           clipnorm: float = _T.clipnorm, val_fraction: float = _T.val_fraction, seed: int | None = None,
           encoding: str = "utf-8", errors: str = "strict", overwrite: bool = False,
-          log=sys.stderr) -> TextModel:
+          log=None, quiet: bool = False) -> TextModel:
     """Train a model on a corpus and write it to the directory ``out``.
 
     ``corpus`` is a path, folder, glob or named corpus, or a list of them
     (default: the ``python`` corpus). Settings are checked and ``out`` is
     checked before any work, so a typo never costs a training run. Progress
-    goes to ``log`` (stderr; None for silence). On Ctrl-C the best weights so
+    goes to ``log`` (default: stderr at call time), or nowhere with ``quiet``. On Ctrl-C the best weights so
     far are saved and ``KeyboardInterrupt`` is raised again.
     """
     if tokenizer not in TOKENIZER_LEVELS:
@@ -177,7 +201,7 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     shape = dict(layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout)
     ModelConfig(vocab_size=2, **shape)  # check the shape settings before reading any text
     modeldir.check_destination(out, overwrite=overwrite)
-    progress = Progress(stream=log)
+    progress = Progress(stream=None if quiet else (log or sys.stderr))
 
     inputs = [corpus] if isinstance(corpus, (str, Path)) else list(corpus or [])
     source = open_corpus([str(item) for item in inputs], encoding=encoding, errors=errors)

@@ -2,8 +2,8 @@
 
 textgen runs Keras on the TensorFlow backend and chooses that itself, so a
 user's ``KERAS_BACKEND`` set for another project does not break it. oneDNN
-kernels must be switched on before TensorFlow is imported: on this project's
-reference CPU they make LSTM training about 1.5x faster.
+kernels must be switched on before TensorFlow is imported, or they stay off on
+AMD CPUs such as this project's reference machine.
 """
 
 import os

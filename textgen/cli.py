@@ -128,8 +128,9 @@ def train(corpus, out, overwrite, tokenizer, vocab_size, layers, units, embeddin
 @click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k likeliest (0: off).")
 @click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling mass (1: off).")
 @click.option("--num-samples", type=int, default=1, show_default=True, help="Samples, generated as one batch.")
+@click.option("--stop", multiple=True, help="End a sample before this text (repeatable).")
 @click.option("--seed", type=int, help="Random seed (default: drawn at random and printed).")
-def sample(model_dir, prompt, length, temperature, top_k, top_p, num_samples, seed):
+def sample(model_dir, prompt, length, temperature, top_k, top_p, num_samples, stop, seed):
     """Generate text from a trained model; the text goes to stdout."""
     with library_errors():
         import secrets
@@ -141,9 +142,22 @@ def sample(model_dir, prompt, length, temperature, top_k, top_p, num_samples, se
             seed = secrets.randbelow(2**31)
             click.echo(f"seed: {seed}", err=True)
         texts = model.generate(prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                               seed=seed, num_samples=num_samples)
+                               seed=seed, num_samples=num_samples, stop=list(stop))
         texts = [texts] if isinstance(texts, str) else texts
         click.echo("\n\n".join(texts))
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path())
+@click.option("--out", "-o", type=click.Path(file_okay=False),
+              help="Where to write the SavedModel (default: MODEL_DIR/saved_model); must not exist.")
+def export(model_dir, out):
+    """Export a model as a TensorFlow SavedModel: prompts in, generated text out."""
+    with library_errors():
+        from textgen.api import load
+
+        path = load(model_dir).export(out)
+        click.echo(f"saved {path}; load it with tf.saved_model.load('{path}')", err=True)
 
 
 @cli.command()

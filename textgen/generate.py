@@ -59,54 +59,104 @@ def sample_next(logits, temperature, top_k, top_p, seed_pair):
     return tf.cond(temperature > 0.0, sampled, greedy)
 
 
+def _stop_alternatives(stop):
+    """A regex alternation matching any of the non-empty stop strings literally."""
+    stop = tf.boolean_mask(stop, tf.strings.length(stop) > 0)
+    escaped = tf.strings.regex_replace(stop, r"[\\.^$|?*+()\[\]{}]", r"\\\0")
+    return stop, tf.strings.reduce_join(escaped, separator="|")
+
+
+def cut_at_stop(texts, stop):
+    """Drop everything from the earliest stop string on. texts (B,) string -> (B,) string."""
+    stop, alternatives = _stop_alternatives(tf.convert_to_tensor(stop, tf.string))
+    # Leftmost-first matching finds the earliest start among all stop strings.
+    pattern = tf.strings.join(["(?s)(?:", alternatives, ").*$"])
+    return tf.cond(tf.size(stop) > 0,
+                   lambda: tf.strings.regex_replace(texts, pattern, "", replace_global=False),
+                   lambda: tf.convert_to_tensor(texts, tf.string))
+
+
 class Generator(tf.Module):
     """The generation loop over a model's single-step form.
 
-    ``generate(prompt_ids, prompt_lengths, length, temperature, top_k, top_p,
-    seed)`` takes prompts left-padded to a common width P, (B, P) int32, and
-    their true lengths (B,), and returns (B, length) int32 new token ids.
-    Left padding plus a mask keeps each row's state exactly as if its prompt
-    had been fed alone.
+    ``generate`` takes a batch of prompts as ragged components: all ids
+    concatenated, ``prompt_values`` (N,), and each row's length,
+    ``prompt_row_lengths`` (B,). An empty prompt starts from ``start_id``.
+    Rows are left-padded and masked, so each row's state is exactly what its
+    prompt alone would give. It returns new ids (B, T) with T <= length, and
+    per row the number of tokens up to the end of its first stop string
+    (``length`` if none): sampling ends early once every row has stopped.
     """
 
-    def __init__(self, step: LSTMStep):
+    def __init__(self, step: LSTMStep, token_strings: list[str], start_id: int):
         super().__init__(name="generator")
         self.stepper = step
+        self.token_strings = tf.constant(token_strings, tf.string)  # (V,)
+        self.longest_token = max(len(token) for token in token_strings)
+        self.start_id = int(start_id)
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([None, None], tf.int32, name="prompt_ids"),
-            tf.TensorSpec([None], tf.int32, name="prompt_lengths"),
+            tf.TensorSpec([None], tf.int32, name="prompt_values"),
+            tf.TensorSpec([None], tf.int32, name="prompt_row_lengths"),
             tf.TensorSpec([], tf.int32, name="length"),
             tf.TensorSpec([], tf.float32, name="temperature"),
             tf.TensorSpec([], tf.int32, name="top_k"),
             tf.TensorSpec([], tf.float32, name="top_p"),
             tf.TensorSpec([], tf.int64, name="seed"),
+            tf.TensorSpec([None], tf.string, name="stop"),
         ]
     )
-    def generate(self, prompt_ids, prompt_lengths, length, temperature, top_k, top_p, seed):
-        batch = tf.shape(prompt_ids)[0]
-        width = tf.shape(prompt_ids)[1]
-        vocab = tf.shape(self.stepper.logits_bias)[0]
-        states = self.stepper.initial_states(batch)
-        logits = tf.zeros([batch, vocab], tf.float32)
+    def generate(self, prompt_values, prompt_row_lengths, length, temperature, top_k, top_p, seed, stop):
+        prompts = tf.RaggedTensor.from_row_lengths(prompt_values, prompt_row_lengths)
+        empty = tf.cast(prompts.row_lengths() == 0, tf.int32)  # (B,)
+        starts = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(empty)], self.start_id), empty)
+        prompts = tf.concat([starts, prompts], axis=1)
+        lengths = tf.cast(prompts.row_lengths(), tf.int32)  # (B,)
+        batch = tf.shape(lengths)[0]
+        width = tf.reduce_max(lengths)
+        # Left-pad: column j of row b holds prompt token j - (width - length_b).
+        right_padded = prompts.to_tensor(default_value=0, shape=[None, None])  # (B, W)
+        source = tf.range(width)[tf.newaxis, :] - (width - lengths)[:, tf.newaxis]  # (B, W)
+        padded = tf.gather(right_padded, tf.maximum(source, 0), batch_dims=1)
 
-        # Warm the state on the prompts. Row b's prompt occupies the last
-        # prompt_lengths[b] columns; before that its state stays at zero.
-        first_real = width - prompt_lengths  # (B,)
+        states = self.stepper.initial_states(batch)
+        logits = tf.zeros([batch, tf.shape(self.token_strings)[0]], tf.float32)
         for t in tf.range(width):
             tf.autograph.experimental.set_loop_options(
                 shape_invariants=[(logits, tf.TensorShape([None, None]))]
             )
-            new_logits, new_states = self.stepper.step(prompt_ids[:, t], states)
-            live = tf.expand_dims(t >= first_real, -1)  # (B, 1)
+            new_logits, new_states = self.stepper.step(padded[:, t], states)
+            live = tf.expand_dims(source[:, t] >= 0, -1)  # (B, 1): this row's prompt has begun
             states = [tf.where(live, new, old) for new, old in zip(new_states, states)]
             logits = tf.where(live, new_logits, logits)
 
-        tokens = tf.TensorArray(tf.int32, size=length)
-        for t in tf.range(length):
+        # Stop strings are found in a sliding tail of each row's new text, long
+        # enough to hold the longest stop string plus one token.
+        stop, alternatives = _stop_alternatives(stop)
+        has_stops = tf.size(stop) > 0
+        stop_pattern = tf.strings.join(["(?s).*(?:", alternatives, ").*"])
+        window = tf.reduce_max(tf.concat([tf.strings.length(stop, unit="UTF8_CHAR"), [0]], 0)) + self.longest_token
+        tails = tf.fill([batch], "")
+        produced = tf.fill([batch], length)
+        done = tf.zeros([batch], tf.bool)
+
+        tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
+        t = tf.constant(0)
+        while t < length and not tf.reduce_all(done):
             seed_pair = tf.stack([seed, tf.cast(t, tf.int64)])
             next_ids = sample_next(logits, temperature, top_k, top_p, seed_pair)  # (B,)
             tokens = tokens.write(t, next_ids)
-            logits, states = self.stepper.step(next_ids, states)
-        return tf.transpose(tokens.stack())  # (B, length)
+            if has_stops:
+                tails = tf.strings.join([tails, tf.gather(self.token_strings, next_ids)])
+                tail_length = tf.strings.length(tails, unit="UTF8_CHAR")
+                tails = tf.strings.substr(tails, tf.maximum(tail_length - window, 0), tf.fill([batch], window),
+                                          unit="UTF8_CHAR")
+                hit = tf.strings.regex_full_match(tails, stop_pattern) & tf.logical_not(done)
+                produced = tf.where(hit, t + 1, produced)
+                done = done | hit
+            t += 1
+            if t < length and not tf.reduce_all(done):
+                logits, states = self.stepper.step(next_ids, states)
+        new_ids = tf.transpose(tokens.stack())  # (B, T)
+        return new_ids, tf.minimum(produced, t)

@@ -245,6 +245,10 @@ class TextTokenizer:
                                  f"Received: id={lowest if lowest < 0 else highest}")
         return "".join([self._decoded_tokens[token_id] for token_id in ids.tolist()])
 
+    def token_strings(self) -> list[str]:
+        """The text of every token, by id ([UNK] is U+FFFD)."""
+        return list(self._decoded_tokens)
+
     def token_lengths(self) -> np.ndarray:
         """The number of characters each token decodes to, by id (1 for [UNK])."""
         return np.array([len(token) for token in self._decoded_tokens], dtype=np.int32)
