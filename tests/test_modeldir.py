@@ -30,7 +30,10 @@ def rewrite_json(path, name, change):
 
 
 def test_directory_holds_the_documented_files(tiny_model_dir):
-    assert sorted(os.listdir(tiny_model_dir)) == ["config.json", "manifest.json", "tokenizer.json", "weights.npz"]
+    assert sorted(os.listdir(tiny_model_dir)) == ["checkpoints", "config.json", "manifest.json", "tokenizer.json",
+                                                  "weights.npz"]
+    # A finished run keeps one checkpoint bundle, enough to train on later with --resume.
+    assert sorted(os.listdir(tiny_model_dir / "checkpoints")) == ["ckpt-0000000030", "latest"]
     manifest = json.loads((tiny_model_dir / "manifest.json").read_text())
     assert manifest["format_version"] == modeldir.FORMAT_VERSION
     assert set(manifest["libraries"]) >= {"textgen", "tensorflow", "keras", "tokenizers", "numpy"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +20,8 @@ from textgen.backend import keras, tf
 from textgen.config import MAX_SAMPLES, TOKENIZER_LEVELS, ModelConfig, SampleConfig, TrainConfig
 from textgen.corpus import open_corpus
 from textgen.data import TrainWindows, split_ids
-from textgen.errors import ConfigError, ModelDirError, TextgenError, TrainingError
+from textgen.checkpoint import CheckpointManager
+from textgen.errors import ConfigError, CorpusError, ModelDirError, TrainingError
 from textgen.generate import Generator, cut_at_stop
 from textgen.model import LSTMStep, build_model, expected_shapes, named_weights
 from textgen.progress import Progress
@@ -181,44 +183,87 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
           epochs: int = _T.epochs, max_steps: int | None = None, max_time: float | None = None,
           patience: int | None = _T.patience, learning_rate: float = _T.learning_rate,
           clipnorm: float = _T.clipnorm, val_fraction: float = _T.val_fraction, seed: int | None = None,
-          encoding: str = "utf-8", errors: str = "strict", overwrite: bool = False,
-          log=None, quiet: bool = False) -> TextModel:
+          checkpoint_every: int | None = _T.checkpoint_every, encoding: str = "utf-8", errors: str = "strict",
+          overwrite: bool = False, resume: bool = False, log=None, quiet: bool = False) -> TextModel:
     """Train a model on a corpus and write it to the directory ``out``.
 
     ``corpus`` is a path, folder, glob or named corpus, or a list of them
-    (default: the ``python`` corpus). Settings are checked and ``out`` is
-    checked before any work, so a typo never costs a training run. Progress
-    goes to ``log`` (default: stderr at call time), or nowhere with ``quiet``. On Ctrl-C the best weights so
-    far are saved and ``KeyboardInterrupt`` is raised again.
+    (default: the ``python`` corpus). Settings and ``out`` are checked before
+    any work, so a typo never costs a training run. Checkpoints go to
+    ``out/checkpoints`` every ``checkpoint_every`` steps and at every epoch
+    end; ``resume=True`` continues the run found there exactly, with its
+    stored settings (``max_steps`` and ``max_time``, if given, replace the
+    stored limits). Progress goes to ``log`` (default: stderr at call time),
+    or nowhere with ``quiet``. On Ctrl-C the work so far is saved and
+    ``KeyboardInterrupt`` is raised again.
     """
-    if tokenizer not in TOKENIZER_LEVELS:
-        raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_LEVELS)}. Received: tokenizer={tokenizer!r}")
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-    train_config = TrainConfig(seq_length=seq_length, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
-                               max_time=max_time, patience=patience, learning_rate=learning_rate,
-                               clipnorm=clipnorm, val_fraction=val_fraction, seed=seed)
-    shape = dict(layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout)
-    ModelConfig(vocab_size=2, **shape)  # check the shape settings before reading any text
-    modeldir.check_destination(out, overwrite=overwrite)
     progress = Progress(stream=None if quiet else (log or sys.stderr))
-
+    checkpoints = CheckpointManager(out)
     inputs = [corpus] if isinstance(corpus, (str, Path)) else list(corpus or [])
-    source = open_corpus([str(item) for item in inputs], encoding=encoding, errors=errors)
-    progress.message(f"corpus: {source.description}, {source.total_bytes:,} bytes")
-    text_tokenizer = TextTokenizer.train(source.iter_text(), level=tokenizer, vocab_size=vocab_size)
-    ids = text_tokenizer.encode_chunks(source.iter_text())
-    progress.message(f"tokenizer: {tokenizer}, vocabulary {text_tokenizer.vocab_size}, {len(ids):,} tokens")
-    train_ids, val_ids = split_ids(ids, train_config.val_fraction)
-    windows = TrainWindows(train_ids, seq_length, batch_size, seed)
+    inputs = [str(item) for item in inputs]
+    if resume:
+        arrays, stored, tokenizer_json = checkpoints.load_latest()
+        try:
+            config = ModelConfig.from_dict(stored["model_config"])
+            limits = {key: value for key, value in (("max_steps", max_steps), ("max_time", max_time)) if value}
+            train_config = TrainConfig.from_dict({**stored["train_config"], **limits})
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise ModelDirError(f"the checkpoint's settings are unusable: {exc}. Received: out='{out}'") from None
+        text_tokenizer = TextTokenizer.from_json(tokenizer_json)
+        inputs = inputs or stored["corpus"]["inputs"]
+        encoding, errors = stored["corpus"]["encoding"], stored["corpus"]["errors"]
+        _check_writable(Path(out))
+        progress.message(f"resuming from step {stored['loop']['steps']} in {checkpoints.root}")
+    else:
+        if tokenizer not in TOKENIZER_LEVELS:
+            raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_LEVELS)}. "
+                              f"Received: tokenizer={tokenizer!r}")
+        train_config = TrainConfig(seq_length=seq_length, batch_size=batch_size, epochs=epochs,
+                                   max_steps=max_steps, max_time=max_time, patience=patience,
+                                   learning_rate=learning_rate, clipnorm=clipnorm, val_fraction=val_fraction,
+                                   seed=seed if seed is not None else secrets.randbelow(2**31),
+                                   checkpoint_every=checkpoint_every)
+        shape = dict(layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout)
+        ModelConfig(vocab_size=2, **shape)  # check the shape settings before reading any text
+        modeldir.check_destination(out, overwrite=overwrite)
+        _check_writable(Path(out))
 
-    config = ModelConfig(vocab_size=text_tokenizer.vocab_size, **shape)
-    progress.message(f"seed: {seed}")
-    keras.utils.set_random_seed(seed)
+    source = open_corpus(inputs, encoding=encoding, errors=errors)
+    progress.message(f"corpus: {source.description}, {source.total_bytes:,} bytes")
+    corpus_sha256 = source.sha256()
+    if resume and corpus_sha256 != stored["corpus"]["sha256"]:
+        raise CorpusError(f"the corpus differs from the one this run was trained on (sha256 {corpus_sha256[:12]}... "
+                          f"instead of {stored['corpus']['sha256'][:12]}...). Received: corpus={inputs}")
+    if not resume:
+        text_tokenizer = TextTokenizer.train(source.iter_text(), level=tokenizer, vocab_size=vocab_size)
+        config = ModelConfig(vocab_size=text_tokenizer.vocab_size, **shape)
+    ids = text_tokenizer.encode_chunks(source.iter_text())
+    progress.message(f"tokenizer: {text_tokenizer.level}, vocabulary {text_tokenizer.vocab_size}, "
+                     f"{len(ids):,} tokens")
+    train_ids, val_ids = split_ids(ids, train_config.val_fraction)
+    windows = TrainWindows(train_ids, train_config.seq_length, train_config.batch_size, train_config.seed)
+
+    progress.message(f"seed: {train_config.seed}")
+    keras.utils.set_random_seed(train_config.seed)
     model = build_model(config)
-    progress.message(f"model: {layers}x{units} LSTM, embedding {embedding_dim}, "
+    progress.message(f"model: {config.layers}x{config.units} LSTM, embedding {config.embedding_dim}, "
                      f"{config.parameter_count():,} parameters")
-    trainer = Trainer(model, config, train_config, text_tokenizer.token_lengths(), progress)
+    corpus_info = {"description": source.description, "files": len(source.files), "bytes": source.total_bytes,
+                   "sha256": corpus_sha256, "tokens": int(len(ids))}
+    stored_settings = {"model_config": config.to_dict(), "train_config": train_config.to_dict(),
+                       "corpus": {**corpus_info, "inputs": inputs, "encoding": encoding, "errors": errors}}
+    tokenizer_json = text_tokenizer.to_json()
+
+    def save_checkpoint(trainer: Trainer) -> None:
+        checkpoints.save(trainer.state.steps, trainer.state_arrays(),
+                         {**stored_settings, "loop": trainer.state.to_dict()}, tokenizer_json)
+
+    trainer = Trainer(model, config, train_config, text_tokenizer.token_lengths(), progress, save_checkpoint)
+    if resume:
+        trainer.restore(arrays, stored["loop"])
+    else:
+        checkpoints.remove_all()  # a fresh run (with --overwrite) starts without the old run's bundles
+    checkpoints.clean_leftovers()
     result = trainer.fit(windows, val_ids)
     if result.steps == 0:
         if result.stop_reason == "interrupted":
@@ -231,9 +276,9 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     metrics = {"best": result.best, "history": result.history, "steps": result.steps, "tokens": result.tokens,
                "seconds": round(result.seconds, 2), "tokens_per_second": round(result.tokens_per_second, 1),
                "stop_reason": result.stop_reason}
-    corpus_info = {"description": source.description, "files": len(source.files), "bytes": source.total_bytes,
-                   "sha256": source.sha256(), "tokens": int(len(ids))}
-    path = text_model.save(out, overwrite=overwrite, corpus=corpus_info, metrics=metrics)
+    path = text_model.save(out, overwrite=True, corpus=corpus_info, metrics=metrics)
+    if result.stop_reason != "interrupted":
+        checkpoints.keep_latest_only()
     best = result.best
     measured = (f"best val loss {best['val_loss']:.4f} nats/token, {best['val_bits_per_char']:.4f} bits/char"
                 if best else "not validated")
@@ -242,3 +287,20 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt
     return text_model
+
+
+def _check_writable(out: Path) -> None:
+    """Fail now, not after an hour of training, if ``out`` cannot be written.
+
+    The probe goes to ``out`` or, if it does not exist yet, to its nearest
+    existing parent, so a run that fails early leaves no empty folder behind.
+    """
+    probe_dir = out
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".tmp-probe-", dir=probe_dir):
+            pass
+    except OSError as exc:
+        raise ModelDirError(f"cannot write to the output directory: {exc.strerror or exc}. "
+                            f"Received: out='{out}'") from None

@@ -80,7 +80,11 @@ def cli():
 @cli.command()
 @click.argument("corpus", nargs=-1)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing textgen model at --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing textgen model (or unfinished run) at --out.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run checkpointed in --out exactly, with its stored settings.")
+@click.option("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every, show_default=True,
+              help="Steps between checkpoints (also written at every epoch end).")
 @click.option("--tokenizer", type=click.Choice(["char", "word", "bpe"]), default="char", show_default=True)
 @click.option("--vocab-size", type=int, help="Vocabulary size (word, bpe; an upper bound for char).")
 @click.option("--layers", type=int, default=ModelConfig.layers, show_default=True, help="Stacked LSTM layers.")
@@ -102,18 +106,21 @@ def cli():
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files.")
 @click.option("--errors", type=click.Choice(["strict", "replace", "ignore"]), default="strict", show_default=True,
               help="What to do with bytes that do not decode.")
-def train(corpus, out, overwrite, tokenizer, vocab_size, layers, units, embedding_dim, dropout, seq_length,
+def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_size, layers, units, embedding_dim, dropout, seq_length,
           batch_size, epochs, max_steps, max_time, patience, learning_rate, clipnorm, val_fraction, seed,
           encoding, errors):
     """Train a model on CORPUS and write it to --out.
 
     CORPUS is any number of files, folders, globs or named corpora
-    (python, tinyshakespeare); the default is the python corpus.
+    (python, tinyshakespeare); the default is the python corpus. With
+    --resume, CORPUS may be left out: the run's own corpus is read again and
+    must be unchanged.
     """
     with library_errors():
         from textgen.api import train as train_model
 
-        train_model(list(corpus), out=out, overwrite=overwrite, tokenizer=tokenizer, vocab_size=vocab_size,
+        train_model(list(corpus), out=out, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
+                    tokenizer=tokenizer, vocab_size=vocab_size,
                     layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout,
                     seq_length=seq_length, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
                     max_time=max_time, patience=patience or None, learning_rate=learning_rate,

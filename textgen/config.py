@@ -107,6 +107,7 @@ class TrainConfig:
     clipnorm: float = 5.0
     val_fraction: float = 0.1
     seed: int = 0
+    checkpoint_every: int | None = 500  # steps; checkpoints are also written at every epoch end
 
     def __post_init__(self):
         _check_int("seq_length", self.seq_length, 1, 100_000)
@@ -122,6 +123,8 @@ class TrainConfig:
         _check_float("clipnorm", self.clipnorm, 0.0, 1e6, low_open=True)
         _check_float("val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
         _check_int("seed", self.seed, 0, 2**31 - 1)
+        if self.checkpoint_every is not None:
+            _check_int("checkpoint_every", self.checkpoint_every, 1, 10**12)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -91,9 +91,10 @@ class GraphTokenizer(tf.Module):
         self._pair_ranks = _static_table(keys, list(rank_of_pair.values()), tf.int64, default=_NO_MERGE)
         self._merged_id = tf.constant(merged_id)  # (merges,)
         self._lowest_rank_using = tf.constant(lowest_rank_using.astype(np.int32))  # (V,)
-        # Trained merges only ever make tokens that later merges use. A merge
-        # whose token some earlier-ranked merge uses can preempt the remaining
-        # merges of its own rank; only then does merging need that check.
+        # Trained merges use a token only after the merges that make it. In a
+        # merge list where an earlier-ranked merge uses a token that a later one
+        # makes, making it can form a pair that the backend merges before the
+        # rest of the later rank; only then does each merge step check for it.
         self._merges_can_preempt = any(
             lowest_rank_using[merged_id[rank]] < rank for rank in rank_of_pair.values())
 

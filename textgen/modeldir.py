@@ -7,8 +7,8 @@ A model directory holds::
     weights.npz      float32 arrays under textgen's own weight names
     manifest.json    format version, library versions, corpus, metrics, sha256 of each file
 
-It is written to a temporary sibling and renamed into place, so a crash never
-leaves half a model. Reading trusts nothing in it: no pickle, no Keras
+Its files are staged and renamed into place with the manifest last, so a crash
+never leaves a mix of two models. Reading trusts nothing in it: no pickle, no Keras
 deserialization, every hash, name, shape and link is checked first.
 """
 
@@ -51,22 +51,31 @@ def is_model_dir(path: Path) -> bool:
 def check_destination(path, *, overwrite: bool = False) -> None:
     """Refuse, before any work, a destination whose contents would be lost.
 
-    An empty or missing directory is fine. A textgen model is replaced only
-    with ``overwrite``; anything else is never touched.
+    An empty or missing directory is fine. A textgen model, or the checkpoints
+    of an unfinished run, are replaced only with ``overwrite``; anything else
+    is never touched.
     """
     path = Path(path)
     if not path.exists():
         return
     if not path.is_dir():
         raise ModelDirError(f"the output path exists and is not a directory. Received: out='{path}'")
-    if not any(path.iterdir()):
+    entries = {entry.name for entry in path.iterdir() if not entry.name.startswith(".tmp-")}
+    if not entries:
         return
-    if not is_model_dir(path):
-        raise ModelDirError(
-            f"refusing to write into a non-empty directory that is not a textgen model. Received: out='{path}'")
-    if not overwrite:
-        raise ModelDirError(
-            f"a textgen model already exists there; pass --overwrite to replace it. Received: out='{path}'")
+    if is_model_dir(path):
+        if not overwrite:
+            raise ModelDirError(
+                f"a textgen model already exists there; pass --overwrite to replace it. Received: out='{path}'")
+        return
+    if entries == {"checkpoints"}:
+        if not overwrite:
+            raise ModelDirError(
+                f"an unfinished training run is there; pass --resume to continue it or --overwrite to start over. "
+                f"Received: out='{path}'")
+        return
+    raise ModelDirError(
+        f"refusing to write into a non-empty directory that is not a textgen model. Received: out='{path}'")
 
 
 def _sha256(path: Path) -> str:
@@ -146,53 +155,53 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def write_model_dir(path, *, config: dict, tokenizer_json: str, weights: dict[str, np.ndarray],
                     corpus: dict, metrics: dict, overwrite: bool = False) -> Path:
-    """Write a complete model directory atomically and return its path."""
+    """Write a complete model directory and return its path.
+
+    Files are staged in a temporary folder inside ``path``, then the old
+    manifest is removed, the files are renamed into place, and the new
+    manifest comes last. Whatever the moment of a crash, the directory holds
+    either a checked model or no manifest (a partial directory that loading
+    refuses), never a mix; other entries, such as ``checkpoints/``, stay.
+    """
     path = Path(path)
     check_destination(path, overwrite=overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
     contents = {
         CONFIG_FILE: json.dumps({"format": FORMAT, **config}, indent=2, sort_keys=True).encode("utf-8"),
         TOKENIZER_FILE: tokenizer_json.encode("utf-8"),
         WEIGHTS_FILE: encode_weights(weights),
     }
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "libraries": library_versions(), "corpus": corpus, "metrics": metrics,
+        "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                  for name, data in contents.items()},
+    }
+    contents[MANIFEST_FILE] = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+    staging = None
     try:
-        # mkdtemp makes a private directory; a model directory gets the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
+        path.mkdir(parents=True, exist_ok=True)
+        for leftover in path.glob(".tmp-model-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=path))
         for name, data in contents.items():
             _write_file(staging / name, data)
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "libraries": library_versions(), "corpus": corpus, "metrics": metrics,
-            "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-                      for name, data in contents.items()},
-        }
-        # The manifest is written last: a directory without one is never taken for a model.
-        _write_file(staging / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
-        _replace_dir(staging, path)
+            os.chmod(staging / name, 0o644)
+        (path / MANIFEST_FILE).unlink(missing_ok=True)
+        _fsync_dir(path)
+        for name in (*DATA_FILES, MANIFEST_FILE):
+            os.replace(staging / name, path / name)
+        _fsync_dir(path)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         raise ModelDirError(f"could not write the model directory: {exc.strerror or exc}. Received: out='{path}'") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
-def _replace_dir(staging: Path, path: Path) -> None:
-    """Move a finished staging directory to ``path``, never leaving it missing for long."""
-    if path.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-        os.rmdir(retired)
-        os.replace(path, retired)
-        os.replace(staging, path)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, path)
-    descriptor = os.open(path.parent, os.O_RDONLY)
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:

@@ -94,19 +94,52 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(learning_rate=config.learning_rate, global_clipnorm=config.clipnorm)
 
 
+@dataclasses.dataclass
+class LoopState:
+    """Where the training loop is: everything but the variables, as plain JSON."""
+
+    epoch: int = 1
+    step_in_epoch: int = 0  # the next step to run in ``epoch``
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0  # wall time spent so far, over all sessions
+    validation_seconds: float = 0.0
+    best: dict | None = None
+    epochs_without_gain: int = 0
+    history: list = dataclasses.field(default_factory=list)
+    epoch_losses: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LoopState":
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
 class Trainer:
-    """Runs the training loop over ``TrainWindows`` and measures on validation ids."""
+    """Runs the training loop over ``TrainWindows`` and measures on validation ids.
+
+    ``checkpoint`` (optional) is called with the trainer every
+    ``config.checkpoint_every`` steps, at the end of every epoch and when
+    training stops; ``state_arrays`` and ``state`` are what it should save.
+    """
 
     def __init__(self, model: keras.Model, model_config: ModelConfig, config: TrainConfig,
-                 token_lengths: np.ndarray, progress: Progress | None = None):
+                 token_lengths: np.ndarray, progress: Progress | None = None, checkpoint=None):
         self.model = model
         self.model_config = model_config
         self.config = config
         self.progress = progress or Progress(stream=None)
+        self.checkpoint = checkpoint
         self.optimizer = make_optimizer(config)
+        self.optimizer.build(model.trainable_variables)
         self.evaluator = Evaluator(model, token_lengths, config.seq_length, config.batch_size)
         # XLA fuses the LSTM's per-step ops, which Keras leaves uncompiled on CPU.
         self._train_step = tf.function(self._step, jit_compile=True)
+        self.state = LoopState()
+        self.best_weights: dict[str, np.ndarray] | None = None
 
     def _step(self, x, y):
         with tf.GradientTape() as tape:
@@ -124,99 +157,131 @@ class Trainer:
         for name, var in named_weights(self.model, self.model_config).items():
             var.assign(snapshot[name])
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Every variable the next steps depend on: model (random generator states
+        included), optimizer, and the best weights so far."""
+        arrays = {f"model/{i:04d}": np.array(v.numpy()) for i, v in enumerate(self.model.variables)}
+        arrays.update({f"optimizer/{i:04d}": np.array(v.numpy()) for i, v in enumerate(self.optimizer.variables)})
+        for name, value in (self.best_weights or {}).items():
+            arrays[f"best/{name}"] = value
+        return arrays
+
+    def restore(self, arrays: dict[str, np.ndarray], state: dict) -> None:
+        """Put the trainer back where ``state_arrays`` and ``state`` were taken."""
+        for prefix, variables in (("model", self.model.variables), ("optimizer", self.optimizer.variables)):
+            for i, variable in enumerate(variables):
+                key = f"{prefix}/{i:04d}"
+                if key not in arrays or tuple(arrays[key].shape) != tuple(variable.shape):
+                    raise TrainingError(f"the checkpoint does not fit this model. Received: variable={key}")
+                variable.assign(arrays[key])
+        best = {key[len("best/"):]: value for key, value in arrays.items() if key.startswith("best/")}
+        self.best_weights = best or None
+        self.state = LoopState.from_dict(state)
+
     def fit(self, windows: TrainWindows, val_ids: np.ndarray) -> TrainResult:
-        """Train until a stopping rule fires; leave the best weights in the model.
+        """Train from ``self.state`` until a stopping rule fires; leave the best weights in the model.
 
         Stops on ``epochs``, ``max_steps``, ``max_time``, ``patience`` epochs
         without a better validation loss, or Ctrl-C (``stop_reason`` says
         which). A non-finite loss raises ``TrainingError``.
         """
-        cfg = self.config
-        history: list[dict] = []
-        best: dict | None = None
-        best_weights = None
-        epochs_without_gain = 0
-        steps = tokens = 0
+        cfg, st = self.config, self.state
         tokens_per_step = cfg.batch_size * cfg.seq_length
-        start = time.monotonic()
+        session_start = time.monotonic()
+        seconds_before = st.seconds
         stop_reason = "epochs"
-        window_loss = []
 
-        validation_seconds = 0.0
+        def elapsed() -> float:
+            return seconds_before + time.monotonic() - session_start
 
-        def validate(epoch: int, fraction: float) -> None:
-            nonlocal best, best_weights, epochs_without_gain, validation_seconds
+        def validate(fraction: float) -> None:
             began = time.monotonic()
             result = self.evaluator.evaluate(val_ids)
-            validation_seconds += time.monotonic() - began
-            record = {"epoch": epoch, "epoch_fraction": round(fraction, 4), "step": steps,
-                      "train_loss": float(np.mean(window_loss)) if window_loss else None,
+            st.validation_seconds += time.monotonic() - began
+            record = {"epoch": st.epoch, "epoch_fraction": round(fraction, 4), "step": st.steps,
+                      "train_loss": float(np.mean(st.epoch_losses)) if st.epoch_losses else None,
                       "val_loss": result.loss, "val_bits_per_char": result.bits_per_char,
-                      "seconds": round(time.monotonic() - start, 2)}
-            history.append(record)
-            improved = best is None or result.loss < best["val_loss"]
+                      "seconds": round(elapsed(), 2)}
+            st.history.append(record)
+            improved = st.best is None or result.loss < st.best["val_loss"]
             self.progress.message(
-                f"epoch {epoch} step {steps}: val loss {result.loss:.4f} nats/token, "
+                f"epoch {st.epoch} step {st.steps}: val loss {result.loss:.4f} nats/token, "
                 f"{result.bits_per_char:.4f} bits/char" + (" (best)" if improved else ""))
             if improved:
-                best, best_weights = dict(record), self._snapshot()
-                epochs_without_gain = 0
+                st.best, self.best_weights = dict(record), self._snapshot()
+                st.epochs_without_gain = 0
             else:
-                epochs_without_gain += 1
+                st.epochs_without_gain += 1
+
+        def save_checkpoint() -> None:
+            if self.checkpoint is not None:
+                st.seconds = elapsed()
+                self.checkpoint(self)
 
         try:
-            for epoch in range(1, cfg.epochs + 1):
-                epoch_steps = windows.steps_in_epoch(epoch)
+            while st.epoch <= cfg.epochs:
+                epoch_steps = windows.steps_in_epoch(st.epoch)
                 if cfg.max_steps is not None:
-                    epoch_steps = min(epoch_steps, cfg.max_steps - steps)
-                window_loss = []
+                    epoch_steps = min(epoch_steps, st.step_in_epoch + cfg.max_steps - st.steps)
                 reason = None
-                for step in range(epoch_steps):
-                    x, y = windows.batch(epoch, step)
+                while st.step_in_epoch < epoch_steps:
+                    x, y = windows.batch(st.epoch, st.step_in_epoch)
                     loss = float(self._train_step(x, y))
                     if not math.isfinite(loss):
                         raise TrainingError(
-                            f"training loss became {loss} at step {steps + 1}; try a lower --learning-rate "
-                            f"or a lower --clipnorm. Received: learning_rate={cfg.learning_rate}")
-                    steps += 1
-                    tokens += tokens_per_step
-                    window_loss.append(loss)
-                    elapsed = time.monotonic() - start
-                    rate = tokens / max(elapsed - validation_seconds, 1e-9)
-                    self.progress.update(epoch=epoch, step=step + 1, steps=epoch_steps,
-                                         loss=float(np.mean(window_loss[-50:])), tokens_per_second=rate,
-                                         eta_seconds=self._eta(elapsed, steps, epoch, step + 1, epoch_steps, windows))
-                    if cfg.max_time is not None and elapsed >= cfg.max_time:
+                            f"training loss became {loss} at step {st.steps + 1}; nothing non-finite was saved and "
+                            f"the last checkpoint is kept. Try a lower --learning-rate or --clipnorm. "
+                            f"Received: learning_rate={cfg.learning_rate}")
+                    st.steps += 1
+                    st.step_in_epoch += 1
+                    st.tokens += tokens_per_step
+                    st.epoch_losses.append(loss)
+                    now = elapsed()
+                    rate = st.tokens / max(now - st.validation_seconds, 1e-9)
+                    self.progress.update(epoch=st.epoch, step=st.step_in_epoch, steps=epoch_steps,
+                                         loss=float(np.mean(st.epoch_losses[-50:])), tokens_per_second=rate,
+                                         eta_seconds=self._eta(now, windows))
+                    if cfg.max_time is not None and now >= cfg.max_time:
                         reason = "max_time"
                         break
-                    if cfg.max_steps is not None and steps >= cfg.max_steps:
+                    if cfg.max_steps is not None and st.steps >= cfg.max_steps:
                         reason = "max_steps"
                         break
-                completed = (step + 1) / max(windows.steps_in_epoch(epoch), 1) if epoch_steps else 0.0
-                validate(epoch, completed)
+                    if cfg.checkpoint_every and st.steps % cfg.checkpoint_every == 0 \
+                            and st.step_in_epoch < epoch_steps:
+                        save_checkpoint()
+                full_epoch = max(windows.steps_in_epoch(st.epoch), 1)
+                validate(st.step_in_epoch / full_epoch)
+                if reason is None:
+                    st.epoch, st.step_in_epoch, st.epoch_losses = st.epoch + 1, 0, []
+                save_checkpoint()
                 if reason:
                     stop_reason = reason
                     break
-                if cfg.patience is not None and epochs_without_gain >= cfg.patience:
+                if cfg.patience is not None and st.epochs_without_gain >= cfg.patience:
                     stop_reason = "patience"
                     break
         except KeyboardInterrupt:
             stop_reason = "interrupted"
+            if st.steps:
+                save_checkpoint()
 
-        seconds = time.monotonic() - start
-        if best_weights is not None:
-            self._restore(best_weights)
-        return TrainResult(history, best, steps, tokens, seconds, stop_reason, validation_seconds)
+        st.seconds = elapsed()
+        if self.best_weights is not None:
+            self._restore(self.best_weights)
+        return TrainResult(st.history, st.best, st.steps, st.tokens, st.seconds, stop_reason,
+                           st.validation_seconds)
 
-    def _eta(self, elapsed, steps, epoch, step, epoch_steps, windows) -> float | None:
+    def _eta(self, elapsed: float, windows: TrainWindows) -> float | None:
         """Seconds left until the first limit that will stop training."""
-        if steps == 0:
+        st, cfg = self.state, self.config
+        if st.steps == 0:
             return None
-        per_step = elapsed / steps
-        cfg = self.config
-        remaining = (epoch_steps - step) + (cfg.epochs - epoch) * windows.steps_in_epoch(epoch)
+        per_step = (elapsed - st.validation_seconds) / st.steps
+        this_epoch = windows.steps_in_epoch(st.epoch)
+        remaining = (this_epoch - st.step_in_epoch) + (cfg.epochs - st.epoch) * this_epoch
         if cfg.max_steps is not None:
-            remaining = min(remaining, cfg.max_steps - steps)
+            remaining = min(remaining, cfg.max_steps - st.steps)
         eta = remaining * per_step
         if cfg.max_time is not None:
             eta = min(eta, cfg.max_time - elapsed)

@@ -1,0 +1,82 @@
+"""Generation speed: the in-process Python API against the exported SavedModel.
+
+Both run the same in-graph loop; this measures what the SavedModel adds (its
+in-graph tokenizer and signature call). The model is untrained: speed does
+not depend on the weights, only on the shape.
+
+    python benchmarks/generation.py                  # 2x256 char model, 1 and 64 rows
+    python benchmarks/generation.py --units 16 --length 50 --repeats 1   # a smoke run
+
+Runs alternate between the two paths so that machine noise hits both alike;
+the best of ``--repeats`` runs is reported for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build_model(units: int, layers: int, embedding_dim: int, text: str):
+    from textgen.api import TextModel
+    from textgen.backend import keras
+    from textgen.config import ModelConfig
+    from textgen.model import build_model as build_keras_model
+    from textgen.tokenizer import TextTokenizer
+
+    tokenizer = TextTokenizer.train([text], level="char")
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, layers=layers, units=units, embedding_dim=embedding_dim)
+    keras.utils.set_random_seed(0)
+    return TextModel(build_keras_model(config), config, tokenizer)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--units", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--embedding-dim", type=int, default=64)
+    parser.add_argument("--length", type=int, default=2000, help="tokens generated per row")
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    from textgen.backend import tf
+
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n-&3$"
+    model = build_model(args.units, args.layers, args.embedding_dim, alphabet)
+    with tempfile.TemporaryDirectory() as folder:
+        saved = tf.saved_model.load(str(model.export(Path(folder) / "saved_model")))
+        serve = saved.signatures["serving_default"]
+        print(f"model: {args.layers}x{args.units} LSTM, embedding {args.embedding_dim}, "
+              f"vocabulary {model.config.vocab_size}; {args.length} tokens per row; best of {args.repeats}")
+        print(f"{'rows':>5} {'python API tok/s':>17} {'SavedModel tok/s':>17} {'ratio':>7}")
+        for rows in args.rows:
+            prompts = ["ROMEO:"] * rows
+
+            def python_api():
+                model.generate(prompts, length=args.length, temperature=0.8, seed=1)
+
+            def saved_model():
+                serve(prompts=tf.constant(prompts), length=tf.constant(args.length),
+                      temperature=tf.constant(0.8), top_k=tf.constant(0), top_p=tf.constant(1.0),
+                      seed=tf.constant(1, tf.int64), stop=tf.constant([], tf.string))["text"].numpy()
+
+            python_api(), saved_model()  # trace and warm up both
+            timings = {python_api: [], saved_model: []}
+            for _ in range(args.repeats):
+                for run in (python_api, saved_model):
+                    began = time.perf_counter()
+                    run()
+                    timings[run].append(time.perf_counter() - began)
+            api_rate = rows * args.length / min(timings[python_api])
+            saved_rate = rows * args.length / min(timings[saved_model])
+            print(f"{rows:>5} {api_rate:>17,.0f} {saved_rate:>17,.0f} {api_rate / saved_rate:>6.2f}x")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()

@@ -1,0 +1,183 @@
+"""Atomic checkpoint bundles, kept in ``<model dir>/checkpoints/``.
+
+A bundle is a directory ``ckpt-<step>`` holding everything needed to carry on
+exactly where training was: every model and optimizer variable (random
+generator states included), the best weights so far, the loop's position and
+counters, and the tokenizer. It is written to a temporary directory, fsynced
+and renamed into place; then the ``latest`` pointer is replaced atomically and
+old bundles are pruned. Its manifest lists the sha256 of every file, and a
+bundle that fails its check is skipped, with a warning, for the one before.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from textgen.errors import ModelDirError, TrainingError
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest"
+STATE_FILE = "state.npz"
+PROGRESS_FILE = "progress.json"
+TOKENIZER_FILE = "tokenizer.json"
+MANIFEST_FILE = "manifest.json"
+BUNDLE_FILES = (STATE_FILE, PROGRESS_FILE, TOKENIZER_FILE)
+BUNDLE_FORMAT = "textgen-checkpoint"
+BUNDLE_VERSION = 1
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint bundle was unreadable and an older one is used instead."""
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _save_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _disk_error(exc: OSError, what: str, path: Path) -> TrainingError:
+    reason = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return TrainingError(f"could not write {what}: {reason}; the previous checkpoint is kept. "
+                         f"Received: path='{path}'")
+
+
+class CheckpointManager:
+    """Writes and finds checkpoint bundles under ``model_dir/checkpoints``."""
+
+    def __init__(self, model_dir, keep: int = 3):
+        self.root = Path(model_dir) / CHECKPOINT_DIR
+        self.keep = keep
+
+    def exists(self) -> bool:
+        """True if any bundle has been written here."""
+        return (self.root / LATEST).exists() or bool(self._bundles())
+
+    def clean_leftovers(self) -> None:
+        """Remove temporary directories that a crash left behind."""
+        if self.root.is_dir():
+            for entry in self.root.iterdir():
+                if entry.name.startswith(".tmp-"):
+                    shutil.rmtree(entry, ignore_errors=True)
+
+    def remove_all(self) -> None:
+        """Forget every bundle (a fresh run with --overwrite)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def save(self, step: int, arrays: dict[str, np.ndarray], progress: dict, tokenizer_json: str) -> Path:
+        """Write one bundle atomically, point ``latest`` at it, prune old ones."""
+        for name, array in arrays.items():
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                raise TrainingError(f"refusing to checkpoint non-finite values in {name}; the previous checkpoint "
+                                    f"is kept. Received: step={step}")
+        name = f"ckpt-{step:010d}"
+        staging = None
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+            contents = {
+                STATE_FILE: _save_arrays(arrays),
+                PROGRESS_FILE: json.dumps(progress, sort_keys=True).encode("utf-8"),
+                TOKENIZER_FILE: tokenizer_json.encode("utf-8"),
+            }
+            for file_name, data in contents.items():
+                _write(staging / file_name, data)
+            manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "step": step,
+                        "files": {n: hashlib.sha256(d).hexdigest() for n, d in contents.items()}}
+            _write(staging / MANIFEST_FILE, json.dumps(manifest, sort_keys=True).encode("utf-8"))
+            _fsync_dir(staging)
+            final = self.root / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+            staging = None
+            pointer = self.root / f".tmp-{LATEST}"
+            _write(pointer, name.encode("ascii"))
+            os.replace(pointer, self.root / LATEST)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            raise _disk_error(exc, "a checkpoint", self.root) from None
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        self._prune(keep_name=name)
+        return final
+
+    def keep_latest_only(self) -> None:
+        """After a finished run, one bundle is enough to continue training later."""
+        bundles = self._bundles()
+        if bundles:
+            self._prune(keep_name=bundles[0].name, keep=1)
+
+    def _bundles(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted((p for p in self.root.iterdir() if p.name.startswith("ckpt-") and p.is_dir()), reverse=True)
+
+    def _prune(self, keep_name: str, keep: int | None = None) -> None:
+        for old in self._bundles()[keep or self.keep:]:
+            if old.name != keep_name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_latest(self) -> tuple[dict[str, np.ndarray], dict, str]:
+        """(arrays, progress, tokenizer_json) of the newest bundle that passes its checks."""
+        candidates = self._bundles()
+        try:
+            pointed = (self.root / LATEST).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            pointed = None
+        # The pointer names the newest complete bundle; a newer directory can only
+        # come from a crash between the rename and the pointer update.
+        if pointed and (self.root / pointed) in candidates:
+            candidates.remove(self.root / pointed)
+            candidates.insert(0, self.root / pointed)
+        if not candidates:
+            raise ModelDirError(f"there is no checkpoint to resume from. Received: path='{self.root.parent}'")
+        for bundle in candidates:
+            try:
+                return self._read(bundle)
+            except (ModelDirError, OSError, ValueError) as exc:
+                warnings.warn(f"checkpoint {bundle.name} is unusable ({exc}); trying an older one", CheckpointWarning)
+        raise ModelDirError(f"every checkpoint is corrupt; nothing to resume from. Received: path='{self.root}'")
+
+    def _read(self, bundle: Path) -> tuple[dict[str, np.ndarray], dict, str]:
+        manifest = json.loads((bundle / MANIFEST_FILE).read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            raise ModelDirError("not a textgen checkpoint")
+        if manifest.get("format_version") != BUNDLE_VERSION:
+            raise ModelDirError(f"checkpoint format {manifest.get('format_version')!r} is not supported")
+        files = manifest.get("files", {})
+        for name in BUNDLE_FILES:
+            digest = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
+            if files.get(name) != digest:
+                raise ModelDirError(f"{name} does not match its sha256")
+        with np.load(bundle / STATE_FILE, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        progress = json.loads((bundle / PROGRESS_FILE).read_text(encoding="utf-8"))
+        return arrays, progress, (bundle / TOKENIZER_FILE).read_text(encoding="utf-8")
