@@ -135,3 +135,60 @@ def test_bad_utf8_corpus_names_the_file_and_offset(runner, tmp_path):
     result = runner.invoke(cli, ["train", str(bad), "--out", str(tmp_path / "m")])
     assert result.exit_code == 1
     assert "bad.txt" in result.stderr and "120" in result.stderr and "--errors" in result.stderr
+
+
+def _make_inputs(tmp_path, tiny_model_dir):
+    """Build every bad input of the matrix; returns name -> path."""
+    inputs = {}
+    (tmp_path / "empty.txt").write_text("")
+    inputs["empty"] = tmp_path / "empty.txt"
+    (tmp_path / "short.txt").write_text("shorter than one batch of windows\n" * 30)
+    inputs["short"] = tmp_path / "short.txt"
+    (tmp_path / "binary.bin").write_bytes(b"\x7fELF\x00\x01\x02" * 100)
+    inputs["binary"] = tmp_path / "binary.bin"
+    (tmp_path / "no_text").mkdir()
+    (tmp_path / "no_text" / "image.png").write_bytes(b"\x89PNG\x00\x00" * 50)
+    inputs["no_text"] = tmp_path / "no_text"
+    for name in ("partial", "corrupt", "newer"):
+        shutil.copytree(tiny_model_dir, tmp_path / name)
+        inputs[name] = tmp_path / name
+    (inputs["partial"] / "weights.npz").unlink()
+    (inputs["corrupt"] / "config.json").write_text('{"format": "textgen-model"}')
+    manifest = json.loads((inputs["newer"] / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (inputs["newer"] / "manifest.json").write_text(json.dumps(manifest))
+    return inputs
+
+
+@pytest.mark.parametrize("command, case, message", [
+    ("train", "empty", "empty"),
+    ("train", "short", "fewer than one batch"),
+    ("train", "binary", "binary"),
+    ("train", "no_text", "no text files"),
+    ("sample", "partial", "partial"),
+    ("sample", "corrupt", "sha256"),
+    ("sample", "newer", "newer textgen"),
+    ("info", "partial", "partial"),
+])
+def test_bad_input_matrix_exits_1_with_one_line_and_writes_nothing(runner, tiny_model_dir, tmp_path,
+                                                                   command, case, message):
+    inputs = _make_inputs(tmp_path, tiny_model_dir)
+    out = tmp_path / "out"
+    args = [command, str(inputs[case])] + (["--out", str(out)] if command == "train" else [])
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    assert not out.exists()
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+def test_one_huge_line_without_newlines_trains(runner, tmp_path):
+    huge = tmp_path / "one_line.txt"
+    huge.write_text("to be or not to be that is the question " * 50_000)  # 2 MB, no newline
+    result = runner.invoke(cli, ["train", str(huge), "--out", str(tmp_path / "m"), "--layers", "1", "--units", "8",
+                                 "--embedding-dim", "4", "--seq-length", "20", "--batch-size", "8",
+                                 "--max-steps", "2", "--val-fraction", "0.01"])
+    assert result.exit_code == 0, result.output

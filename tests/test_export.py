@@ -69,8 +69,7 @@ def test_saved_model_cli_lists_the_signatures_and_runs_them(exported):
     assert "signature_def['serving_default']" in shown.stdout and "signature_def['step']" in shown.stdout
     ran = subprocess.run(
         [cli, "run", "--dir", str(path), "--tag_set", "serve", "--signature_def", "serving_default",
-         "--input_exprs", "prompts=np.array(['ROMEO:']);length=np.int32(20);temperature=np.float32(0.0);"
-                          "top_k=np.int32(0);top_p=np.float32(1.0);seed=np.int64(1);stop=np.array([''])"],
+         "--input_exprs", "prompts=['ROMEO:'];length=20;temperature=0.0;top_k=0;top_p=1.0;seed=1;stop=['']"],
         capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "ROMEO:" in ran.stdout

@@ -94,8 +94,9 @@ class CheckpointManager:
         """Write one bundle atomically, point ``latest`` at it, prune old ones."""
         for name, array in arrays.items():
             if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-                raise TrainingError(f"refusing to checkpoint non-finite values in {name}; the previous checkpoint "
-                                    f"is kept. Received: step={step}")
+                raise TrainingError(f"training diverged: {name} holds NaN or infinite values, so it is not saved and "
+                                    f"the previous checkpoint is kept; try a lower --learning-rate or --clipnorm. "
+                                    f"Received: step={step}")
         name = f"ckpt-{step:010d}"
         staging = None
         try:
