@@ -122,3 +122,17 @@ def test_stop_strings_end_each_sample_before_the_stop(tiny_model):
     assert stopped == free[: free.find(stop)]
     samples = tiny_model.generate("ROMEO:", length=80, seed=11, stop="\n", num_samples=4, include_prompt=False)
     assert all("\n" not in sample for sample in samples)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(length=70, seed=3),
+    dict(length=70, seed=3, num_samples=3, stop=["\n", "th"]),
+    dict(length=5, seed=1, temperature=0),
+])
+def test_streaming_in_chunks_gives_exactly_what_generate_gives(tiny_model, settings):
+    chunks = list(tiny_model.stream("ROMEO:", chunk_tokens=7, **settings))
+    expected = tiny_model.generate("ROMEO:", include_prompt=False, **settings)
+    expected = [expected] if isinstance(expected, str) else expected
+    assert chunks[-1] == expected
+    for earlier, later in zip(chunks, chunks[1:]):  # nothing shown is ever taken back
+        assert all(b.startswith(a) for a, b in zip(earlier, later))

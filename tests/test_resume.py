@@ -176,3 +176,15 @@ def test_ctrl_c_during_training_saves_and_exits_130(tiny_corpus, tmp_path):
     assert model.manifest["metrics"]["stop_reason"] == "interrupted"
     # The interrupted run can be carried on later.
     assert CheckpointManager(out).load_latest()[1]["loop"]["steps"] == model.manifest["metrics"]["steps"]
+
+
+def test_ctrl_c_during_sampling_prints_what_was_generated_and_exits_130(tiny_model_dir):
+    process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", str(tiny_model_dir), "--prompt", "ROMEO:",
+                                "--length", "1000000", "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.read(40)  # generation has begun
+    process.send_signal(signal.SIGINT)
+    rest, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()[-2000:]
+    text = (first + rest).decode("utf-8")
+    assert text.startswith("ROMEO:") and len(text) > 40
+    assert b"Traceback" not in stderr

@@ -11,7 +11,7 @@ import secrets
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -63,20 +63,8 @@ class TextModel:
                                         start_id)
         return self._generator
 
-    def generate(self, prompt: str | Sequence[str] = "", length: int = SampleConfig.length,
-                 temperature: float = SampleConfig.temperature, top_k: int = 0, top_p: float = 1.0,
-                 seed: int | None = None, num_samples: int = 1, stop: str | Sequence[str] | None = None,
-                 include_prompt: bool = True) -> str | list[str]:
-        """Continue ``prompt`` by up to ``length`` tokens.
-
-        temperature 0 is greedy; top_k 0 and top_p 1 switch those filters off.
-        Each sample ends before the first of the ``stop`` strings it produces.
-        The same seed gives the same text. Returns a string, or a list of
-        ``num_samples`` strings, all generated as one batch; a list of prompts
-        gives a list of ``len(prompt) * num_samples`` strings, prompt by prompt.
-        Characters the tokenizer never saw are replaced and named in an
-        ``UnknownTokenWarning``.
-        """
+    def _request(self, prompt, length, temperature, top_k, top_p, seed, num_samples, stop):
+        """Check a generation request and turn it into the loop's tensors."""
         settings = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                                 num_samples=num_samples, seed=seed)
         if settings.top_k > self.config.vocab_size:
@@ -91,20 +79,75 @@ class TextModel:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if not all(isinstance(item, str) for item in stops):
             raise ConfigError(f"stop must be a string or a list of strings. Received: stop={stop!r}")
-        seed = settings.seed if settings.seed is not None else secrets.randbits(62)
         encoded = {item: self.tokenizer.encode_prompt(item) if item else [] for item in prompts}
-        values = np.array([i for item in rows for i in encoded[item]], np.int32)  # all rows, concatenated
-        row_lengths = np.array([len(encoded[item]) for item in rows], np.int32)
-        new_ids, produced = self.generator.generate(
-            tf.constant(values, tf.int32), tf.constant(row_lengths), tf.constant(settings.length, tf.int32),
-            tf.constant(settings.temperature, tf.float32), tf.constant(settings.top_k, tf.int32),
-            tf.constant(settings.top_p, tf.float32), tf.constant(seed, tf.int64), tf.constant(stops, tf.string))
-        texts = [self.tokenizer.decode(row[:count]) for row, count in zip(new_ids.numpy(), produced.numpy())]
+        request = {
+            "prompt_values": tf.constant([i for item in rows for i in encoded[item]], tf.int32),
+            "prompt_row_lengths": tf.constant([len(encoded[item]) for item in rows], tf.int32),
+            "length": tf.constant(settings.length, tf.int32),
+            "temperature": tf.constant(settings.temperature, tf.float32),
+            "top_k": tf.constant(settings.top_k, tf.int32), "top_p": tf.constant(settings.top_p, tf.float32),
+            "seed": tf.constant(settings.seed if settings.seed is not None else secrets.randbits(62), tf.int64),
+            "stop": tf.constant(stops, tf.string),
+        }
+        return rows, stops, request
+
+    def _texts(self, ids: np.ndarray, produced: np.ndarray, stops: list[str]) -> list[str]:
+        texts = [self.tokenizer.decode(row[:count]) for row, count in zip(ids, produced)]
         if stops:
             texts = [text.decode("utf-8") for text in cut_at_stop(tf.constant(texts, tf.string), stops).numpy()]
+        return texts
+
+    def generate(self, prompt: str | Sequence[str] = "", length: int = SampleConfig.length,
+                 temperature: float = SampleConfig.temperature, top_k: int = 0, top_p: float = 1.0,
+                 seed: int | None = None, num_samples: int = 1, stop: str | Sequence[str] | None = None,
+                 include_prompt: bool = True) -> str | list[str]:
+        """Continue ``prompt`` by up to ``length`` tokens.
+
+        temperature 0 is greedy; top_k 0 and top_p 1 switch those filters off.
+        Each sample ends before the first of the ``stop`` strings it produces.
+        The same seed gives the same text. Returns a string, or a list of
+        ``num_samples`` strings, all generated as one batch; a list of prompts
+        gives a list of ``len(prompt) * num_samples`` strings, prompt by prompt.
+        Characters the tokenizer never saw are replaced and named in an
+        ``UnknownTokenWarning``.
+        """
+        rows, stops, request = self._request(prompt, length, temperature, top_k, top_p, seed, num_samples, stop)
+        new_ids, produced = self.generator.generate(**request)
+        texts = self._texts(new_ids.numpy(), produced.numpy(), stops)
         if include_prompt:
             texts = [item + text for item, text in zip(rows, texts)]
-        return texts[0] if isinstance(prompt, str) and settings.num_samples == 1 else texts
+        return texts[0] if isinstance(prompt, str) and num_samples == 1 else texts
+
+    def stream(self, prompt: str | Sequence[str] = "", length: int = SampleConfig.length,
+               temperature: float = SampleConfig.temperature, top_k: int = 0, top_p: float = 1.0,
+               seed: int | None = None, num_samples: int = 1, stop: str | Sequence[str] | None = None,
+               chunk_tokens: int = 32) -> Iterator[list[str]]:
+        """Generate as ``generate`` does, yielding every row's new text so far after each chunk.
+
+        Text is yielded only once no later stop string can take it back, so a
+        caller may print it at once. The last list yielded equals what
+        ``generate(..., include_prompt=False)`` returns, as a list.
+        """
+        _, stops, request = self._request(prompt, length, temperature, top_k, top_p, seed, num_samples, stop)
+        hold_back = max((len(item) for item in stops), default=1) - 1
+        logits, states, tails, done, produced = self.generator.begin(
+            request["prompt_values"], request["prompt_row_lengths"], request["length"])
+        pieces, start = [], 0
+        while True:
+            end = min(start + chunk_tokens, length)
+            new_ids, logits, states, tails, done, produced = self.generator.sample(
+                logits, states, tf.constant(start, tf.int32), tf.constant(end, tf.int32), request["length"],
+                request["temperature"], request["top_k"], request["top_p"], request["seed"], request["stop"],
+                tails, done, produced)
+            pieces.append(new_ids.numpy())
+            start += pieces[-1].shape[1]
+            finished = done.numpy()
+            texts = self._texts(np.concatenate(pieces, axis=1), np.minimum(produced.numpy(), start), stops)
+            if finished.all():
+                yield texts
+                return
+            yield [text if row_done else text[: max(len(text) - hold_back, 0)]
+                   for text, row_done in zip(texts, finished)]
 
     def evaluate(self, text: str) -> dict:
         """Loss of the model on ``text``: nats per token, bits per character, perplexity."""

@@ -148,10 +148,23 @@ def sample(model_dir, prompt, length, temperature, top_k, top_p, num_samples, st
         if seed is None:
             seed = secrets.randbelow(2**31)
             click.echo(f"seed: {seed}", err=True)
-        texts = model.generate(prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                               seed=seed, num_samples=num_samples, stop=list(stop))
-        texts = [texts] if isinstance(texts, str) else texts
-        click.echo("\n\n".join(texts))
+        # Text is printed as it is generated; on Ctrl-C what exists so far is
+        # printed before exiting with 130.
+        shown = [""] * num_samples
+        stream = model.stream(prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                              seed=seed, num_samples=num_samples, stop=list(stop))
+        if num_samples == 1:
+            click.echo(prompt, nl=False)
+        try:
+            for texts in stream:
+                if num_samples == 1:
+                    click.echo(texts[0][len(shown[0]):], nl=False)
+                shown = texts
+        finally:
+            if num_samples == 1:
+                click.echo("")
+            else:
+                click.echo("\n\n".join(prompt + text for text in shown))
 
 
 @cli.command()

@@ -76,16 +76,37 @@ def cut_at_stop(texts, stop):
                    lambda: tf.convert_to_tensor(texts, tf.string))
 
 
+_CHUNK_SIGNATURE = [
+    tf.TensorSpec([None, None], tf.float32, name="logits"),
+    tf.TensorSpec([None, None, None], tf.float32, name="states"),
+    tf.TensorSpec([], tf.int32, name="start"),
+    tf.TensorSpec([], tf.int32, name="end"),
+    tf.TensorSpec([], tf.int32, name="length"),
+    tf.TensorSpec([], tf.float32, name="temperature"),
+    tf.TensorSpec([], tf.int32, name="top_k"),
+    tf.TensorSpec([], tf.float32, name="top_p"),
+    tf.TensorSpec([], tf.int64, name="seed"),
+    tf.TensorSpec([None], tf.string, name="stop"),
+    tf.TensorSpec([None], tf.string, name="tails"),
+    tf.TensorSpec([None], tf.bool, name="done"),
+    tf.TensorSpec([None], tf.int32, name="produced"),
+]
+
+
 class Generator(tf.Module):
     """The generation loop over a model's single-step form.
 
-    ``generate`` takes a batch of prompts as ragged components: all ids
-    concatenated, ``prompt_values`` (N,), and each row's length,
-    ``prompt_row_lengths`` (B,). An empty prompt starts from ``start_id``.
-    Rows are left-padded and masked, so each row's state is exactly what its
-    prompt alone would give. It returns new ids (B, T) with T <= length, and
-    per row the number of tokens up to the end of its first stop string
-    (``length`` if none): sampling ends early once every row has stopped.
+    Prompts come as ragged components: all ids concatenated,
+    ``prompt_values`` (N,), and each row's length, ``prompt_row_lengths``
+    (B,). An empty prompt starts from ``start_id``. Rows are left-padded and
+    masked, so each row's state is exactly what its prompt alone would give.
+
+    ``generate`` runs the whole job in one call and returns new ids (B, T)
+    with T <= length, and per row the number of tokens up to the end of its
+    first stop string (``length`` if none); sampling ends once every row has
+    stopped. ``warm`` plus repeated ``sample`` calls do the same job in
+    chunks (for streaming output), with identical results: token t is always
+    drawn with the seed pair (seed, t).
     """
 
     def __init__(self, step: LSTMStep, token_strings: list[str], start_id: int):
@@ -95,19 +116,10 @@ class Generator(tf.Module):
         self.longest_token = max(len(token) for token in token_strings)
         self.start_id = int(start_id)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.int32, name="prompt_values"),
-            tf.TensorSpec([None], tf.int32, name="prompt_row_lengths"),
-            tf.TensorSpec([], tf.int32, name="length"),
-            tf.TensorSpec([], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int32, name="top_k"),
-            tf.TensorSpec([], tf.float32, name="top_p"),
-            tf.TensorSpec([], tf.int64, name="seed"),
-            tf.TensorSpec([None], tf.string, name="stop"),
-        ]
-    )
-    def generate(self, prompt_values, prompt_row_lengths, length, temperature, top_k, top_p, seed, stop):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
+                                  tf.TensorSpec([None], tf.int32, name="prompt_row_lengths")])
+    def warm(self, prompt_values, prompt_row_lengths):
+        """Run the prompts through the LSTM: -> logits (B, V), states (2L, B, U)."""
         prompts = tf.RaggedTensor.from_row_lengths(prompt_values, prompt_row_lengths)
         empty = tf.cast(prompts.row_lengths() == 0, tf.int32)  # (B,)
         starts = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(empty)], self.start_id), empty)
@@ -130,23 +142,30 @@ class Generator(tf.Module):
             live = tf.expand_dims(source[:, t] >= 0, -1)  # (B, 1): this row's prompt has begun
             states = [tf.where(live, new, old) for new, old in zip(new_states, states)]
             logits = tf.where(live, new_logits, logits)
+        return logits, tf.stack(states)
 
-        # Stop strings are found in a sliding tail of each row's new text, long
-        # enough to hold the longest stop string plus one token.
+    @tf.function(input_signature=_CHUNK_SIGNATURE)
+    def sample(self, logits, states, start, end, length, temperature, top_k, top_p, seed, stop, tails, done,
+               produced):
+        """Draw tokens start..end-1 (of ``length`` in all), carrying everything to the next call.
+
+        Returns (ids (B, T<=end-start), logits, states, tails, done, produced).
+        Stop strings are found in a sliding tail of each row's new text, long
+        enough to hold the longest stop string plus one token.
+        """
+        batch = tf.shape(logits)[0]
+        states = tf.unstack(states, num=2 * self.stepper.config.layers)
         stop, alternatives = _stop_alternatives(stop)
         has_stops = tf.size(stop) > 0
         stop_pattern = tf.strings.join(["(?s).*(?:", alternatives, ").*"])
         window = tf.reduce_max(tf.concat([tf.strings.length(stop, unit="UTF8_CHAR"), [0]], 0)) + self.longest_token
-        tails = tf.fill([batch], "")
-        produced = tf.fill([batch], length)
-        done = tf.zeros([batch], tf.bool)
 
-        tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
-        t = tf.constant(0)
-        while t < length and not tf.reduce_all(done):
+        tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
+        t = start
+        while t < end and not tf.reduce_all(done):
             seed_pair = tf.stack([seed, tf.cast(t, tf.int64)])
             next_ids = sample_next(logits, temperature, top_k, top_p, seed_pair)  # (B,)
-            tokens = tokens.write(t, next_ids)
+            tokens = tokens.write(t - start, next_ids)
             if has_stops:
                 tails = tf.strings.join([tails, tf.gather(self.token_strings, next_ids)])
                 tail_length = tf.strings.length(tails, unit="UTF8_CHAR")
@@ -158,5 +177,31 @@ class Generator(tf.Module):
             t += 1
             if t < length and not tf.reduce_all(done):
                 logits, states = self.stepper.step(next_ids, states)
-        new_ids = tf.transpose(tokens.stack())  # (B, T)
-        return new_ids, tf.minimum(produced, t)
+        new_ids = tf.reshape(tf.transpose(tokens.stack()), [batch, t - start])  # (B, T)
+        done = done | (t >= length)
+        # produced stays ``length`` for rows without a stop; callers clamp it to the tokens they have.
+        return new_ids, logits, tf.stack(states), tails, done, produced
+
+    def begin(self, prompt_values, prompt_row_lengths, length):
+        """Warm the state and set up what ``sample`` carries between calls."""
+        logits, states = self.warm(prompt_values, prompt_row_lengths)
+        batch = tf.shape(logits)[0]
+        return logits, states, tf.fill([batch], ""), tf.zeros([batch], tf.bool), tf.fill([batch], length)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.int32, name="prompt_values"),
+            tf.TensorSpec([None], tf.int32, name="prompt_row_lengths"),
+            tf.TensorSpec([], tf.int32, name="length"),
+            tf.TensorSpec([], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int32, name="top_k"),
+            tf.TensorSpec([], tf.float32, name="top_p"),
+            tf.TensorSpec([], tf.int64, name="seed"),
+            tf.TensorSpec([None], tf.string, name="stop"),
+        ]
+    )
+    def generate(self, prompt_values, prompt_row_lengths, length, temperature, top_k, top_p, seed, stop):
+        logits, states, tails, done, produced = self.begin(prompt_values, prompt_row_lengths, length)
+        new_ids, _, _, _, _, produced = self.sample(logits, states, 0, length, length, temperature, top_k, top_p,
+                                                   seed, stop, tails, done, produced)
+        return new_ids, tf.minimum(produced, tf.shape(new_ids)[1])
