@@ -213,7 +213,7 @@ def test_saved_model_loads_and_encodes_with_tensorflow_alone(tmp_path):
 
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared/corpora/tinyshakespeare.txt"
-PYTHON_CHARS = 1 << 20
+PYTHON_CHARS = 1 << 40  # the whole python corpus (about 11 MB)
 
 
 @functools.lru_cache(maxsize=None)

@@ -151,7 +151,7 @@ def test_a_full_disk_gives_one_line_and_keeps_the_previous_checkpoint(tiny_corpu
     def full_disk(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "_write", full_disk)
+    monkeypatch.setattr(checkpoint, "write_synced", full_disk)
     with pytest.raises(TrainingError, match="no space left on the device"):
         manager.save(50, arrays, progress, tokenizer_json)
     assert sorted(os.listdir(out / "checkpoints")) == before
@@ -188,3 +188,16 @@ def test_ctrl_c_during_sampling_prints_what_was_generated_and_exits_130(tiny_mod
     text = (first + rest).decode("utf-8")
     assert text.startswith("ROMEO:") and len(text) > 40
     assert b"Traceback" not in stderr
+
+
+def test_an_unwritable_output_directory_fails_before_training(tiny_corpus, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    with pytest.raises(ModelDirError, match="cannot write to the output directory: Read-only file system"):
+        textgen.train(str(tiny_corpus), out=tmp_path / "m", quiet=True, **TINY_SETTINGS)
+    assert not (tmp_path / "m").exists()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from textgen.durable import fsync_dir, write_synced
 from textgen.errors import ModelDirError, TrainingError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -37,21 +38,6 @@ BUNDLE_VERSION = 1
 
 class CheckpointWarning(UserWarning):
     """A checkpoint bundle was unreadable and an older one is used instead."""
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _save_arrays(arrays: dict[str, np.ndarray]) -> bytes:
@@ -108,20 +94,20 @@ class CheckpointManager:
                 TOKENIZER_FILE: tokenizer_json.encode("utf-8"),
             }
             for file_name, data in contents.items():
-                _write(staging / file_name, data)
+                write_synced(staging / file_name, data)
             manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "step": step,
                         "files": {n: hashlib.sha256(d).hexdigest() for n, d in contents.items()}}
-            _write(staging / MANIFEST_FILE, json.dumps(manifest, sort_keys=True).encode("utf-8"))
-            _fsync_dir(staging)
+            write_synced(staging / MANIFEST_FILE, json.dumps(manifest, sort_keys=True).encode("utf-8"))
+            fsync_dir(staging)
             final = self.root / name
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging, final)
             staging = None
             pointer = self.root / f".tmp-{LATEST}"
-            _write(pointer, name.encode("ascii"))
+            write_synced(pointer, name.encode("ascii"))
             os.replace(pointer, self.root / LATEST)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except OSError as exc:
             raise _disk_error(exc, "a checkpoint", self.root) from None
         finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from textgen.backend import tf
 from textgen.errors import TextgenError
-from textgen.generate import Generator, cut_at_stop
+from textgen.generate import SAMPLING_SPECS, Generator, cut_at_stop
 from textgen.graph_tokenizer import GraphTokenizer
 
 SAVED_MODEL_DIR = "saved_model"
@@ -35,17 +35,7 @@ class ExportModule(tf.Module):
         self.tokenizer = GraphTokenizer(tokenizer)
         self.layers = generator.stepper.config.layers
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="prompts"),
-            tf.TensorSpec([], tf.int32, name="length"),
-            tf.TensorSpec([], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int32, name="top_k"),
-            tf.TensorSpec([], tf.float32, name="top_p"),
-            tf.TensorSpec([], tf.int64, name="seed"),
-            tf.TensorSpec([None], tf.string, name="stop"),
-        ]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts"), *SAMPLING_SPECS])
     def serve(self, prompts, length, temperature, top_k, top_p, seed, stop):
         """Prompts (B,) -> {"text": (B,)}, each prompt followed by its continuation."""
         vocab = tf.shape(self.generator.token_strings)[0]

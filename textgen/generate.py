@@ -76,17 +76,22 @@ def cut_at_stop(texts, stop):
                    lambda: tf.convert_to_tensor(texts, tf.string))
 
 
-_CHUNK_SIGNATURE = [
-    tf.TensorSpec([None, None], tf.float32, name="logits"),
-    tf.TensorSpec([None, None, None], tf.float32, name="states"),
-    tf.TensorSpec([], tf.int32, name="start"),
-    tf.TensorSpec([], tf.int32, name="end"),
+# The sampling settings every generation entry point takes, in this order.
+SAMPLING_SPECS = [
     tf.TensorSpec([], tf.int32, name="length"),
     tf.TensorSpec([], tf.float32, name="temperature"),
     tf.TensorSpec([], tf.int32, name="top_k"),
     tf.TensorSpec([], tf.float32, name="top_p"),
     tf.TensorSpec([], tf.int64, name="seed"),
     tf.TensorSpec([None], tf.string, name="stop"),
+]
+
+_CHUNK_SIGNATURE = [
+    tf.TensorSpec([None, None], tf.float32, name="logits"),
+    tf.TensorSpec([None, None, None], tf.float32, name="states"),
+    tf.TensorSpec([], tf.int32, name="start"),
+    tf.TensorSpec([], tf.int32, name="end"),
+    *SAMPLING_SPECS,
     tf.TensorSpec([None], tf.string, name="tails"),
     tf.TensorSpec([None], tf.bool, name="done"),
     tf.TensorSpec([None], tf.int32, name="produced"),
@@ -188,18 +193,8 @@ class Generator(tf.Module):
         batch = tf.shape(logits)[0]
         return logits, states, tf.fill([batch], ""), tf.zeros([batch], tf.bool), tf.fill([batch], length)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.int32, name="prompt_values"),
-            tf.TensorSpec([None], tf.int32, name="prompt_row_lengths"),
-            tf.TensorSpec([], tf.int32, name="length"),
-            tf.TensorSpec([], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int32, name="top_k"),
-            tf.TensorSpec([], tf.float32, name="top_p"),
-            tf.TensorSpec([], tf.int64, name="seed"),
-            tf.TensorSpec([None], tf.string, name="stop"),
-        ]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
+                                  tf.TensorSpec([None], tf.int32, name="prompt_row_lengths"), *SAMPLING_SPECS])
     def generate(self, prompt_values, prompt_row_lengths, length, temperature, top_k, top_p, seed, stop):
         logits, states, tails, done, produced = self.begin(prompt_values, prompt_row_lengths, length)
         new_ids, _, _, _, _, produced = self.sample(logits, states, 0, length, length, temperature, top_k, top_p,

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from textgen.durable import fsync_dir, write_synced
 from textgen.errors import ModelDirError
 
 FORMAT = "textgen-model"
@@ -146,13 +147,6 @@ def library_versions() -> dict[str, str]:
             "tokenizers": tokenizers.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def write_model_dir(path, *, config: dict, tokenizer_json: str, weights: dict[str, np.ndarray],
                     corpus: dict, metrics: dict, overwrite: bool = False) -> Path:
     """Write a complete model directory and return its path.
@@ -185,27 +179,19 @@ def write_model_dir(path, *, config: dict, tokenizer_json: str, weights: dict[st
             shutil.rmtree(leftover, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=path))
         for name, data in contents.items():
-            _write_file(staging / name, data)
+            write_synced(staging / name, data)
             os.chmod(staging / name, 0o644)
         (path / MANIFEST_FILE).unlink(missing_ok=True)
-        _fsync_dir(path)
+        fsync_dir(path)
         for name in (*DATA_FILES, MANIFEST_FILE):
             os.replace(staging / name, path / name)
-        _fsync_dir(path)
+        fsync_dir(path)
     except OSError as exc:
         raise ModelDirError(f"could not write the model directory: {exc.strerror or exc}. Received: out='{path}'") from None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return path
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _read_json(path: Path, what: str):
