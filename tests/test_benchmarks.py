@@ -14,3 +14,18 @@ def test_generation_benchmark_runs_and_reports_both_paths():
     rows = [line.split() for line in result.stdout.splitlines() if line.strip() and line.split()[0].isdigit()]
     assert [row[0] for row in rows] == ["1", "3"]
     assert all(float(row[1].replace(",", "")) > 0 and float(row[2].replace(",", "")) > 0 for row in rows)
+
+
+def test_training_benchmark_runs_each_engine_on_a_tiny_model():
+    corpus = Path(__file__).resolve().parents[1] / "README.md"  # any text will do for a smoke run
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "training.py"), "--corpus", str(corpus),
+                             "--units", "8", "--embedding-dim", "4", "--batch-size", "4", "--seq-length", "10",
+                             "--warmup", "1", "--steps", "2", "--budget", "1", "--gen-tokens", "5",
+                             "--engines", "textgen", "keras"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    assert {"textgen", "keras"} <= set(lines)
+    for engine in ("textgen", "keras"):
+        tokens_per_second, peak_rss, val_loss = lines[engine][1], lines[engine][3], lines[engine][5]
+        assert float(tokens_per_second.replace(",", "")) > 0 and float(peak_rss.replace(",", "")) > 0
+        assert 0 < float(val_loss) < 10

@@ -293,8 +293,10 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
                      f"{config.parameter_count():,} parameters")
     corpus_info = {"description": source.description, "files": len(source.files), "bytes": source.total_bytes,
                    "sha256": corpus_sha256, "tokens": int(len(ids))}
+    # Paths are stored resolved, so --resume works from any working directory.
+    stored_inputs = [str(Path(item).resolve()) if Path(item).exists() else item for item in inputs]
     stored_settings = {"model_config": config.to_dict(), "train_config": train_config.to_dict(),
-                       "corpus": {**corpus_info, "inputs": inputs, "encoding": encoding, "errors": errors}}
+                       "corpus": {**corpus_info, "inputs": stored_inputs, "encoding": encoding, "errors": errors}}
     tokenizer_json = text_tokenizer.to_json()
 
     def save_checkpoint(trainer: Trainer) -> None:

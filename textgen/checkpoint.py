@@ -88,6 +88,9 @@ class CheckpointManager:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(staging, 0o777 & ~umask)  # mkdtemp's private mode is not wanted for a bundle
             contents = {
                 STATE_FILE: _save_arrays(arrays),
                 PROGRESS_FILE: json.dumps(progress, sort_keys=True).encode("utf-8"),
