@@ -8,8 +8,6 @@ from click.testing import CliRunner
 
 from textgen.cli import cli
 
-from conftest import TINY_SETTINGS
-
 
 @pytest.fixture
 def runner():
