@@ -4,6 +4,9 @@ Training uses the sequence form, a plain Keras model::
 
     tokens (B, T) -> Embedding -> [LSTM -> Dropout] x layers -> Dense -> logits (B, T, V)
 
+The LSTM layers are ``FusedLSTM``: a ``keras.layers.LSTM`` with the same
+weights and maths and a faster CPU training path (see ``fused_lstm``).
+
 Generation uses ``LSTMStep``: the same weights applied one token at a time,
 carrying each layer's (h, c) state, so every new token costs O(1) instead of
 re-reading a window. Its equations are those of ``keras.layers.LSTM`` (gate
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from textgen.backend import keras, tf
 from textgen.config import ModelConfig
+from textgen.fused_lstm import FusedLSTM
 
 
 def build_model(config: ModelConfig) -> keras.Model:
@@ -22,7 +26,7 @@ def build_model(config: ModelConfig) -> keras.Model:
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")(tokens)
     for index in range(config.layers):
-        x = keras.layers.LSTM(config.units, return_sequences=True, name=f"lstm_{index}")(x)
+        x = FusedLSTM(config.units, return_sequences=True, name=f"lstm_{index}")(x)
         if config.dropout > 0:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
     logits = keras.layers.Dense(config.vocab_size, name="logits")(x)
