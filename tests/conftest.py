@@ -11,6 +11,18 @@ TINY_TEXT = (
     "Deny thy father and refuse thy name.\n\n"
 ) * 30
 
+# Text that exercises every tokenizer corner: CRLF, tabs, runs of spaces, accents,
+# CJK, emoji, vertical tab and form feed, Unicode spaces, and the literal "[UNK]".
+MIXED_TEXT = (
+    "First Citizen:\r\n"
+    "Before we proceed any further, hear me speak.\r\n"
+    "\tAll:\tSpeak,  speak.   \n"
+    "Café naïve résumé — déjà vu; 日本語のテキスト 😀🎉!\n"
+    "\n"
+    "x_1 = 42 ; y2=x_1*3\v\f\n"
+    "End\u00a0of\u2003text [UNK] stays literal... ?! \n \t\n"
+) * 3
+
 TINY_SETTINGS = dict(layers=2, units=16, embedding_dim=8, seq_length=20, batch_size=8, max_steps=30, seed=7)
 
 

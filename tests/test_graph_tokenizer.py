@@ -18,15 +18,8 @@ from tokenizers import Regex, pre_tokenizers
 from textgen.graph_tokenizer import SPACE_CODE_POINTS, GraphTokenizer
 from textgen.tokenizer import LEVELS, SPACE_CHAR, TextTokenizer
 
-CORPUS = (
-    "First Citizen:\r\n"
-    "Before we proceed any further, hear me speak.\r\n"
-    "\tAll:\tSpeak,  speak.   \n"
-    "Café naïve résumé — déjà vu; 日本語のテキスト 😀🎉!\n"
-    "\n"
-    "x_1 = 42 ; y2=x_1*3\v\f\n"
-    "End\u00a0of\u2003text [UNK] stays literal... ?! \n \t\n"
-) * 3
+from conftest import MIXED_TEXT as CORPUS
+
 BATCH = ["", "speak", "Speak,  speak.", " \n", "日本語 😀!!", "", "x_1 = 42 ; y2=x_1*3\v\f\n", "unseen wørds ~"]
 
 # Random text that is mostly made of the corpus's characters, with some unknown

@@ -17,15 +17,8 @@ from textgen import tokenizer as tokenizer_module
 from textgen.errors import ConfigError, TokenizerError
 from textgen.tokenizer import LEVELS, UNK, UNK_REPLACEMENT, TextTokenizer, UnknownTokenWarning
 
-CORPUS = (
-    "First Citizen:\r\n"
-    "Before we proceed any further, hear me speak.\r\n"
-    "\tAll:\tSpeak,  speak.   \n"
-    "Café naïve résumé — déjà vu; 日本語のテキスト 😀🎉!\n"
-    "\n"
-    "x_1 = 42 ; y2=x_1*3\v\f\n"
-    "End\u00a0of\u2003text [UNK] stays literal.\n"
-) * 3
+from conftest import MIXED_TEXT as CORPUS
+
 
 # Random text, often with the spaces, newlines and punctuation that decide where
 # word and bpe pieces start and end. Prompts may also hold lone surrogates, which

@@ -128,23 +128,32 @@ class TextModel:
         caller may print it at once. The last list yielded equals what
         ``generate(..., include_prompt=False)`` returns, as a list.
         """
-        _, stops, request = self._request(prompt, length, temperature, top_k, top_p, seed, num_samples, stop)
+        rows, stops, request = self._request(prompt, length, temperature, top_k, top_p, seed, num_samples, stop)
         hold_back = max((len(item) for item in stops), default=1) - 1
         logits, states, tails, done, produced = self.generator.begin(
             request["prompt_values"], request["prompt_row_lengths"], request["length"])
-        pieces, start = [], 0
+        texts, settled, start = [""] * len(rows), [False] * len(rows), 0
         while True:
             end = min(start + chunk_tokens, length)
             new_ids, logits, states, tails, done, produced = self.generator.sample(
                 logits, states, tf.constant(start, tf.int32), tf.constant(end, tf.int32), request["length"],
                 request["temperature"], request["top_k"], request["top_p"], request["seed"], request["stop"],
                 tails, done, produced)
-            pieces.append(new_ids.numpy())
-            start += pieces[-1].shape[1]
+            chunk = new_ids.numpy()  # (B, T)
+            # Only this chunk is decoded: each row keeps its ids up to the end of its first stop string.
+            counts = np.clip(produced.numpy() - start, 0, chunk.shape[1])
+            texts = [text if row_settled else text + self.tokenizer.decode(row[:count])
+                     for text, row_settled, row, count in zip(texts, settled, chunk, counts)]
+            start += chunk.shape[1]
             finished = done.numpy()
-            texts = self._texts(np.concatenate(pieces, axis=1), np.minimum(produced.numpy(), start), stops)
+            newly_finished = [r for r in range(len(rows)) if finished[r] and not settled[r]]
+            if stops and newly_finished:
+                cut = cut_at_stop(tf.constant([texts[r] for r in newly_finished], tf.string), stops).numpy()
+                for r, text in zip(newly_finished, cut):
+                    texts[r] = text.decode("utf-8")
+            settled = [bool(flag) for flag in finished]
             if finished.all():
-                yield texts
+                yield list(texts)
                 return
             yield [text if row_done else text[: max(len(text) - hold_back, 0)]
                    for text, row_done in zip(texts, finished)]
