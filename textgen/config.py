@@ -16,6 +16,20 @@ from textgen.errors import ConfigError
 
 TOKENIZER_LEVELS = ("char", "word", "bpe")
 
+# The recurrent cells a model can stack (their maths is in ``textgen.cells``).
+CELL_TYPES = ("lstm", "peephole", "cifg", "gru", "rnn")
+
+
+def cell_parameter_count(cell: str, input_dim: int, units: int) -> int:
+    """Weights of one recurrent layer, from its shape alone (``textgen.cells`` has the same shapes)."""
+    blocks = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3, "rnn": 1}[cell]
+    total = blocks * units * (input_dim + units + 1)
+    if cell == "peephole":
+        total += 3 * units  # diagonal peephole weights for the i, f and o gates
+    if cell == "gru":
+        total += 3 * units  # a second bias row, added to the recurrent part
+    return total
+
 # Bounds that keep a settings file from asking for more memory than any
 # reasonable model needs (a crafted file could otherwise exhaust RAM on load).
 MAX_VOCAB = 1_000_000
@@ -59,15 +73,18 @@ def _from_dict(cls, data: Any):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the stacked LSTM language model: embedding -> LSTM x layers -> logits."""
+    """Shape of the stacked recurrent language model: embedding -> cell x layers -> logits."""
 
     vocab_size: int
     layers: int = 2
     units: int = 256
     embedding_dim: int = 64
     dropout: float = 0.0
+    cell: str = "lstm"
 
     def __post_init__(self):
+        if self.cell not in CELL_TYPES:
+            _fail(f"cell must be one of {', '.join(CELL_TYPES)}", "cell", self.cell)
         _check_int("vocab_size", self.vocab_size, 2, MAX_VOCAB)
         _check_int("layers", self.layers, 1, MAX_LAYERS)
         _check_int("units", self.units, 1, MAX_UNITS)
@@ -81,7 +98,7 @@ class ModelConfig:
         total = self.vocab_size * self.embedding_dim
         inputs = self.embedding_dim
         for _ in range(self.layers):
-            total += 4 * self.units * (inputs + self.units + 1)
+            total += cell_parameter_count(self.cell, inputs, self.units)
             inputs = self.units
         return total + self.units * self.vocab_size + self.vocab_size
 

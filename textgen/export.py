@@ -9,9 +9,10 @@ Signatures:
 * ``serving_default(prompts, length, temperature, top_k, top_p, seed, stop)``
   -> ``{"text": prompts + generated text}``: a batch of prompt strings (B,)
   in, a batch of strings out. ``stop`` is a list of strings (may be empty).
-* ``step(tokens, states)`` -> ``{"logits", "states"}``: one LSTM step, for
-  callers who drive generation themselves; ``states`` is (2 * layers, B, units),
-  ordered h_0, c_0, h_1, c_1, ...
+* ``step(tokens, states)`` -> ``{"logits", "states"}``: one model step, for
+  callers who drive generation themselves; ``states`` is (S, B, units), layer
+  by layer: S = 2 * layers ordered h_0, c_0, h_1, c_1, ... for the LSTM-like
+  cells (lstm, peephole, cifg), S = layers (h_0, h_1, ...) for gru and rnn.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ExportModule(tf.Module):
         super().__init__(name="textgen")
         self.generator = generator
         self.tokenizer = GraphTokenizer(tokenizer)
-        self.layers = generator.stepper.config.layers
+        self.state_count = generator.stepper.state_count
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts"), *SAMPLING_SPECS])
     def serve(self, prompts, length, temperature, top_k, top_p, seed, stop):
@@ -60,8 +61,8 @@ class ExportModule(tf.Module):
         ]
     )
     def step(self, tokens, states):
-        """tokens (B,), states (2L, B, U) -> {"logits": (B, V), "states": (2L, B, U)}."""
-        flat = tf.unstack(states, num=2 * self.layers, axis=0)
+        """tokens (B,), states (S, B, U) -> {"logits": (B, V), "states": (S, B, U)}."""
+        flat = tf.unstack(states, num=self.state_count, axis=0)
         logits, new_states = self.generator.stepper.step(tokens, flat)
         return {"logits": logits, "states": tf.stack(new_states, axis=0)}
 

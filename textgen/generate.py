@@ -1,7 +1,7 @@
 """Sampling and the generation loop, written once in TensorFlow ops.
 
 ``sample_next`` turns a batch of logits into token ids (greedy, temperature,
-top-k, top-p). ``Generator.generate`` warms the LSTM state on the prompts and
+top-k, top-p). ``Generator.generate`` warms the model's state on the prompts and
 then samples ``length`` tokens, all inside one graph, so the same loop serves
 the command line, the Python API and an exported SavedModel.
 
@@ -12,7 +12,7 @@ pair (s, t), so a seed fully determines the text, whatever ran before.
 from __future__ import annotations
 
 from textgen.backend import tf
-from textgen.model import LSTMStep
+from textgen.model import ModelStep
 
 
 def sample_next(logits, temperature, top_k, top_p, seed_pair):
@@ -114,7 +114,7 @@ class Generator(tf.Module):
     drawn with the seed pair (seed, t).
     """
 
-    def __init__(self, step: LSTMStep, token_strings: list[str], start_id: int):
+    def __init__(self, step: ModelStep, token_strings: list[str], start_id: int):
         super().__init__(name="generator")
         self.stepper = step
         self.token_strings = tf.constant(token_strings, tf.string)  # (V,)
@@ -124,7 +124,7 @@ class Generator(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
                                   tf.TensorSpec([None], tf.int32, name="prompt_row_lengths")])
     def warm(self, prompt_values, prompt_row_lengths):
-        """Run the prompts through the LSTM: -> logits (B, V), states (2L, B, U)."""
+        """Run the prompts through the model: -> logits (B, V), states (S, B, U)."""
         prompts = tf.RaggedTensor.from_row_lengths(prompt_values, prompt_row_lengths)
         empty = tf.cast(prompts.row_lengths() == 0, tf.int32)  # (B,)
         starts = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(empty)], self.start_id), empty)
@@ -159,7 +159,7 @@ class Generator(tf.Module):
         enough to hold the longest stop string plus one token.
         """
         batch = tf.shape(logits)[0]
-        states = tf.unstack(states, num=2 * self.stepper.config.layers)
+        states = tf.unstack(states, num=self.stepper.state_count)
         stop, alternatives = _stop_alternatives(stop)
         has_stops = tf.size(stop) > 0
         stop_pattern = tf.strings.join(["(?s).*(?:", alternatives, ").*"])

@@ -1,24 +1,31 @@
-"""The stacked LSTM language model and its single-step form.
+"""The stacked recurrent language model and its single-step form.
 
 Training uses the sequence form, a plain Keras model::
 
-    tokens (B, T) -> Embedding -> [LSTM -> Dropout] x layers -> Dense -> logits (B, T, V)
+    tokens (B, T) -> Embedding -> [cell layer -> Dropout] x layers -> Dense -> logits (B, T, V)
 
-The LSTM layers are ``FusedLSTM``: a ``keras.layers.LSTM`` with the same
-weights and maths and a faster CPU training path (see ``fused_lstm``).
+The default cell is the LSTM, whose layers are ``FusedLSTM``: a
+``keras.layers.LSTM`` with the same weights and maths and a faster CPU
+training path (see ``fused_lstm``). The other cells (``textgen.cells``) are
+``RecurrentLayer`` layers.
 
-Generation uses ``LSTMStep``: the same weights applied one token at a time,
-carrying each layer's (h, c) state, so every new token costs O(1) instead of
-re-reading a window. Its equations are those of ``keras.layers.LSTM`` (gate
-order i, f, c, o; sigmoid gates; tanh candidate and output), and a test checks
-that both forms give the same logits.
+Generation and traces use ``ModelStep``: the same weights applied one token
+at a time through the cell's own step maths, carrying every layer's states,
+so each new token costs O(1) instead of re-reading a window. A test checks
+that both forms give the same logits for every cell.
 """
 
 from __future__ import annotations
 
 from textgen.backend import keras, tf
+from textgen.cells import RecurrentLayer, get_cell
 from textgen.config import ModelConfig
 from textgen.fused_lstm import FusedLSTM
+
+
+def layer_name(config: ModelConfig, index: int) -> str:
+    """The name of recurrent layer ``index``: ``lstm_0``, ``gru_1``, ..."""
+    return f"{config.cell}_{index}"
 
 
 def build_model(config: ModelConfig) -> keras.Model:
@@ -26,11 +33,24 @@ def build_model(config: ModelConfig) -> keras.Model:
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")(tokens)
     for index in range(config.layers):
-        x = FusedLSTM(config.units, return_sequences=True, name=f"lstm_{index}")(x)
+        if config.cell == "lstm":
+            layer = FusedLSTM(config.units, return_sequences=True, name=layer_name(config, index))
+        else:
+            layer = RecurrentLayer(config.cell, config.units, name=layer_name(config, index))
+        x = layer(x)
         if config.dropout > 0:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
     logits = keras.layers.Dense(config.vocab_size, name="logits")(x)
-    return keras.Model(tokens, logits, name="textgen_lstm")
+    return keras.Model(tokens, logits, name=f"textgen_{config.cell}")
+
+
+def layer_weights(model: keras.Model, config: ModelConfig, index: int) -> dict[str, keras.Variable]:
+    """Recurrent layer ``index``'s variables under the cell's weight names (kernel, recurrent_kernel, ...)."""
+    layer = model.get_layer(layer_name(config, index))
+    if isinstance(layer, RecurrentLayer):
+        return layer.weights_by_name()
+    cell = layer.cell  # FusedLSTM: the stock LSTM cell's variables
+    return {"kernel": cell.kernel, "recurrent_kernel": cell.recurrent_kernel, "bias": cell.bias}
 
 
 def named_weights(model: keras.Model, config: ModelConfig) -> dict[str, keras.Variable]:
@@ -42,10 +62,8 @@ def named_weights(model: keras.Model, config: ModelConfig) -> dict[str, keras.Va
     """
     weights = {"embedding/embeddings": model.get_layer("embedding").embeddings}
     for index in range(config.layers):
-        cell = model.get_layer(f"lstm_{index}").cell
-        weights[f"lstm_{index}/kernel"] = cell.kernel
-        weights[f"lstm_{index}/recurrent_kernel"] = cell.recurrent_kernel
-        weights[f"lstm_{index}/bias"] = cell.bias
+        for name, variable in layer_weights(model, config, index).items():
+            weights[f"{layer_name(config, index)}/{name}"] = variable
     dense = model.get_layer("logits")
     weights["logits/kernel"] = dense.kernel
     weights["logits/bias"] = dense.bias
@@ -55,55 +73,70 @@ def named_weights(model: keras.Model, config: ModelConfig) -> dict[str, keras.Va
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The shape of every named weight, derived from settings alone."""
     shapes = {"embedding/embeddings": (config.vocab_size, config.embedding_dim)}
+    cell = get_cell(config.cell)
     inputs = config.embedding_dim
     for index in range(config.layers):
-        shapes[f"lstm_{index}/kernel"] = (inputs, 4 * config.units)
-        shapes[f"lstm_{index}/recurrent_kernel"] = (config.units, 4 * config.units)
-        shapes[f"lstm_{index}/bias"] = (4 * config.units,)
+        for name, shape in cell.weight_shapes(inputs, config.units).items():
+            shapes[f"{layer_name(config, index)}/{name}"] = shape
         inputs = config.units
     shapes["logits/kernel"] = (config.units, config.vocab_size)
     shapes["logits/bias"] = (config.vocab_size,)
     return shapes
 
 
-class LSTMStep(tf.Module):
-    """One generation step of the stacked LSTM, on the model's own variables.
+class ModelStep(tf.Module):
+    """One step of the stacked model, on the model's own variables.
 
-    ``step(tokens, states)`` takes token ids (B,) and a flat list
-    ``[h_0, c_0, h_1, c_1, ...]`` of (B, units) tensors and returns logits
-    (B, V) and the new states. Dropout is off, as at inference.
+    ``step(tokens, states)`` takes token ids (B,) and a flat list of (B, units)
+    state tensors, layer by layer, each layer's in the order of its cell's
+    ``state_names`` (h_0, c_0, h_1, c_1, ... for an LSTM; h_0, h_1, ... for a
+    GRU), and returns logits (B, V) and the new states. ``trace_step`` also
+    returns every layer's record of gates and states. Dropout is off, as at
+    inference.
     """
 
     def __init__(self, model: keras.Model, config: ModelConfig):
-        super().__init__(name="lstm_step")
+        super().__init__(name="model_step")
         self.config = config
-        weights = named_weights(model, config)
+        self.cell = get_cell(config.cell)
         # Keras variables wrap tf.Variables; tracking the tf.Variables lets a
         # SavedModel export carry them.
-        self.embeddings = weights["embedding/embeddings"].value
-        self.kernels = [weights[f"lstm_{i}/kernel"].value for i in range(config.layers)]
-        self.recurrent_kernels = [weights[f"lstm_{i}/recurrent_kernel"].value for i in range(config.layers)]
-        self.biases = [weights[f"lstm_{i}/bias"].value for i in range(config.layers)]
-        self.logits_kernel = weights["logits/kernel"].value
-        self.logits_bias = weights["logits/bias"].value
+        self.embeddings = model.get_layer("embedding").embeddings.value
+        self.layer_weights = [{name: variable.value for name, variable in layer_weights(model, config, i).items()}
+                              for i in range(config.layers)]
+        dense = model.get_layer("logits")
+        self.logits_kernel = dense.kernel.value
+        self.logits_bias = dense.bias.value
+
+    @property
+    def states_per_layer(self) -> int:
+        return len(self.cell.state_names)
+
+    @property
+    def state_count(self) -> int:
+        """Length of the flat state list: layers x states per layer."""
+        return self.config.layers * self.states_per_layer
 
     def initial_states(self, batch_size) -> list[tf.Tensor]:
-        """Zero (h, c) for every layer: a flat list of 2 * layers (B, units) tensors."""
+        """Zero states for every layer: a flat list of ``state_count`` (B, units) tensors."""
         zeros = tf.zeros([batch_size, self.config.units], dtype=tf.float32)
-        return [zeros] * (2 * self.config.layers)
+        return [zeros] * self.state_count
+
+    def trace_step(self, tokens, states):
+        """Advance every row by one token: -> logits (B, V), new states, one record dict per layer."""
+        x = tf.gather(self.embeddings, tokens)  # (B, E)
+        per_layer = self.states_per_layer
+        new_states, records = [], []
+        for layer, weights in enumerate(self.layer_weights):
+            layer_states = tuple(states[layer * per_layer:(layer + 1) * per_layer])
+            layer_states, record = self.cell.step(weights, x, layer_states)
+            new_states.extend(layer_states)
+            records.append(record)
+            x = layer_states[0]  # h feeds the next layer
+        logits = tf.matmul(x, self.logits_kernel) + self.logits_bias  # (B, V)
+        return logits, new_states, records
 
     def step(self, tokens, states):
-        """Advance every row by one token. tokens (B,) int32 -> logits (B, V)."""
-        x = tf.gather(self.embeddings, tokens)  # (B, E)
-        new_states = []
-        for layer in range(self.config.layers):
-            h, c = states[2 * layer], states[2 * layer + 1]
-            z = tf.matmul(x, self.kernels[layer]) + tf.matmul(h, self.recurrent_kernels[layer])
-            z = z + self.biases[layer]  # (B, 4U)
-            i, f, g, o = tf.split(z, 4, axis=-1)
-            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-            h = tf.sigmoid(o) * tf.tanh(c)
-            new_states.extend([h, c])
-            x = h
-        logits = tf.matmul(x, self.logits_kernel) + self.logits_bias  # (B, V)
+        """Advance every row by one token. tokens (B,) int32 -> logits (B, V), new states."""
+        logits, new_states, _ = self.trace_step(tokens, states)
         return logits, new_states
