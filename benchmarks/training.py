@@ -79,7 +79,7 @@ def tensorflow_engine(args, vocab: int, textgen_path: bool):
         from textgen.backend import keras, tf  # oneDNN on, backend chosen by textgen
         from textgen.config import ModelConfig, TrainConfig
         from textgen.generate import Generator
-        from textgen.model import LSTMStep, build_model
+        from textgen.model import ModelStep, build_model
         from textgen.training import Trainer
 
         config = ModelConfig(vocab_size=vocab, layers=args.layers, units=args.units,
@@ -88,7 +88,7 @@ def tensorflow_engine(args, vocab: int, textgen_path: bool):
         trainer = Trainer(model, config, TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length,
                                                      learning_rate=2e-3, clipnorm=1.0), np.ones(vocab))
         step = trainer._train_step
-        generator = Generator(LSTMStep(model, config), [chr(65 + i % 26) for i in range(vocab)], start_id=0)
+        generator = Generator(ModelStep(model, config), [chr(65 + i % 26) for i in range(vocab)], start_id=0)
 
         def generate(tokens: int) -> None:
             generator.generate(tf.constant([1], tf.int32), tf.constant([1], tf.int32), tokens, 0.8, 0, 1.0,

@@ -1,8 +1,21 @@
 """Shared fixtures: a tiny corpus and one tiny trained model for the session."""
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Token caches that training writes (and anything else under the cache folder)
+# go to a folder of this test session, removed at its end, never to ~/.cache.
+# Set at import, so subprocesses started by tests inherit it too.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="textgen-test-cache-")
+os.environ["TEXTGEN_CACHE_DIR"] = _SESSION_CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 TINY_TEXT = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\n"

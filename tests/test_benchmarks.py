@@ -29,3 +29,17 @@ def test_training_benchmark_runs_each_engine_on_a_tiny_model():
         tokens_per_second, peak_rss, val_loss = lines[engine][1], lines[engine][3], lines[engine][5]
         assert float(tokens_per_second.replace(",", "")) > 0 and float(peak_rss.replace(",", "")) > 0
         assert 0 < float(val_loss) < 10
+
+
+def test_corpus_memory_benchmark_measures_tokenizing_and_training_on_a_tiny_corpus(tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "corpus_memory.py"), "--size", "300k", "--steps", "2",
+                             "--units", "4", "--embedding-dim", "4", "--seq-length", "20", "--batch-size", "4",
+                             "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = next(line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["300kB"])
+    tokens, mb_per_second, rss_tokenize, steps, rss_train = row[1], row[3], row[4], row[6], row[7]
+    assert tokens == "300,000" and steps == "2"
+    assert float(mb_per_second) > 0 and float(rss_tokenize.replace(",", "")) > 0
+    assert float(rss_train.replace(",", "")) > 0
+    assert "token cache: reusing" in result.stderr  # training found the cache the first stage wrote
+    assert list(tmp_path.iterdir()) == []  # corpus, cache and model deleted

@@ -4,7 +4,7 @@ import pytest
 from textgen.backend import keras, tf
 from textgen.config import ModelConfig
 from textgen.generate import Generator, sample_next
-from textgen.model import LSTMStep, build_model
+from textgen.model import ModelStep, build_model
 
 # Fake logits: token 2 likeliest, then 0, then 3, then 1.
 FAKE = np.log(np.array([[0.3, 0.05, 0.5, 0.15]], np.float32))
@@ -59,7 +59,7 @@ def generator():
     keras.utils.set_random_seed(0)
     config = ModelConfig(vocab_size=11, layers=2, units=8, embedding_dim=4, dropout=0.0)
     model = build_model(config)
-    generator = Generator(LSTMStep(model, config), TOKEN_STRINGS, start_id=10)
+    generator = Generator(ModelStep(model, config), TOKEN_STRINGS, start_id=10)
     generator.sequence_model = model  # kept for comparisons in these tests
     return generator
 

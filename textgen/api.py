@@ -7,6 +7,7 @@ over these functions.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sys
 import tempfile
@@ -17,15 +18,19 @@ import numpy as np
 
 from textgen import modeldir
 from textgen.backend import keras, tf
-from textgen.config import MAX_SAMPLES, TOKENIZER_LEVELS, ModelConfig, SampleConfig, TrainConfig
+from textgen.config import (MAX_SAMPLES, TOKENIZER_LEVELS, TOKENIZER_SAMPLE_BYTES, ModelConfig, SampleConfig,
+                            TrainConfig, check_tokenizer_sample_bytes)
 from textgen.corpus import open_corpus
 from textgen.data import TrainWindows, split_ids
 from textgen.checkpoint import CheckpointManager
+from textgen.distributed import DEFAULT_PEER_TIMEOUT, start_cluster
 from textgen.errors import ConfigError, CorpusError, ModelDirError, TrainingError
 from textgen.generate import Generator, cut_at_stop
-from textgen.model import LSTMStep, build_model, expected_shapes, named_weights
+from textgen.model import ModelStep, build_model, expected_shapes, named_weights
 from textgen.progress import Progress
+from textgen.shards import open_token_cache
 from textgen.tokenizer import TextTokenizer
+from textgen.trace import Trace, record_trace
 from textgen.training import Evaluator, Trainer
 
 
@@ -49,7 +54,7 @@ class TextModel:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"TextModel({c.layers}x{c.units} LSTM, embedding {c.embedding_dim}, "
+        return (f"TextModel({c.layers}x{c.units} {c.cell.upper()}, embedding {c.embedding_dim}, "
                 f"{self.tokenizer.level} vocabulary {c.vocab_size}, path={str(self.path)!r})")
 
     @property
@@ -59,7 +64,7 @@ class TextModel:
             # With nothing to condition on, generation starts as if at the beginning of a line.
             newline = self.tokenizer.encode("\n").tolist()
             start_id = newline[0] if len(newline) == 1 else self.tokenizer.unk_id
-            self._generator = Generator(LSTMStep(self.keras_model, self.config), self.tokenizer.token_strings(),
+            self._generator = Generator(ModelStep(self.keras_model, self.config), self.tokenizer.token_strings(),
                                         start_id)
         return self._generator
 
@@ -117,6 +122,31 @@ class TextModel:
         if include_prompt:
             texts = [item + text for item, text in zip(rows, texts)]
         return texts[0] if isinstance(prompt, str) and num_samples == 1 else texts
+
+    def trace(self, text: str, continuation: int = 0, temperature: float = SampleConfig.temperature,
+              top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> Trace:
+        """Every layer's gates and states for each token of ``text`` and of ``continuation`` sampled tokens.
+
+        Returns a ``textgen.trace.Trace``: token texts, the index where sampled
+        tokens begin, and per layer a (T, U) array for each quantity the cell
+        has (forget, input, output and candidate gates, cell and hidden
+        state for an LSTM). An empty ``text`` starts where ``generate`` does.
+        """
+        if not isinstance(text, str):
+            raise ConfigError(f"text must be a string. Received: text={text!r}")
+        if isinstance(continuation, bool) or not isinstance(continuation, int) or continuation < 0:
+            raise ConfigError(f"continuation must be a whole number of tokens >= 0. "
+                              f"Received: continuation={continuation!r}")
+        ids = list(self.tokenizer.encode_prompt(text)) if text else [self.generator.start_id]
+        given = len(ids)
+        if continuation:
+            _, _, request = self._request(text, continuation, temperature, top_k, top_p, seed, 1, None)
+            new_ids, produced = self.generator.generate(**request)
+            ids += new_ids.numpy()[0, :int(produced.numpy()[0])].tolist()
+        strings = self.tokenizer.token_strings()
+        layers = record_trace(ModelStep(self.keras_model, self.config), ids)
+        return Trace(cell=self.config.cell, tokens=[strings[i] for i in ids], generated_from=given, layers=layers,
+                     ids=[int(i) for i in ids])
 
     def stream(self, prompt: str | Sequence[str] = "", length: int = SampleConfig.length,
                temperature: float = SampleConfig.temperature, top_k: int = 0, top_p: float = 1.0,
@@ -230,13 +260,16 @@ _M, _T = ModelConfig, TrainConfig  # defaults are read from the settings classes
 
 
 def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "char", vocab_size: int | None = None,
-          layers: int = _M.layers, units: int = _M.units, embedding_dim: int = _M.embedding_dim,
+          tokenizer_sample_bytes: int = TOKENIZER_SAMPLE_BYTES,
+          cell: str = _M.cell, layers: int = _M.layers, units: int = _M.units, embedding_dim: int = _M.embedding_dim,
           dropout: float = _M.dropout, seq_length: int = _T.seq_length, batch_size: int = _T.batch_size,
           epochs: int = _T.epochs, max_steps: int | None = None, max_time: float | None = None,
-          patience: int | None = _T.patience, learning_rate: float = _T.learning_rate,
+          patience: int | None = _T.patience, learning_rate: float = _T.learning_rate, schedule: str = _T.schedule,
           clipnorm: float = _T.clipnorm, val_fraction: float = _T.val_fraction, seed: int | None = None,
           checkpoint_every: int | None = _T.checkpoint_every, encoding: str = "utf-8", errors: str = "strict",
-          overwrite: bool = False, resume: bool = False, log=None, quiet: bool = False) -> TextModel:
+          overwrite: bool = False, resume: bool = False, log=None, quiet: bool = False,
+          strategy: str = "default", devices: int | None = None,
+          peer_timeout: float = DEFAULT_PEER_TIMEOUT) -> TextModel:
     """Train a model on a corpus and write it to the directory ``out``.
 
     ``corpus`` is a path, folder, glob or named corpus, or a list of them
@@ -248,48 +281,89 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     stored limits). Progress goes to ``log`` (default: stderr at call time),
     or nowhere with ``quiet``. On Ctrl-C the work so far is saved and
     ``KeyboardInterrupt`` is raised again.
+
+    The tokenizer learns from at most ``tokenizer_sample_bytes`` of the
+    corpus (an evenly spread sample of a larger one). The corpus is then
+    tokenized once into an on-disk token cache (``textgen.shards``), reused
+    by any later run on the same corpus with the same tokenizer, and training
+    reads its windows from there: memory does not grow with the corpus.
+
+    ``strategy`` trains on one device (``default``), on this host's GPUs or
+    ``devices`` logical CPU devices (``mirrored``), or on the hosts of
+    ``TF_CONFIG`` (``multiworker``, waiting up to ``peer_timeout`` seconds for
+    its peers); see ``textgen.distributed``. ``batch_size`` is the global
+    batch. Only the chief writes ``out``; every other worker takes the chief's
+    settings (and, resuming, its checkpoint) and returns a model whose
+    ``path`` is None.
     """
-    progress = Progress(stream=None if quiet else (log or sys.stderr))
-    checkpoints = CheckpointManager(out)
+    # First: a strategy's devices and collectives are fixed before TensorFlow runs anything.
+    cluster = start_cluster(strategy, devices=devices, peer_timeout=peer_timeout)
+    follower = cluster is not None and not cluster.is_chief  # takes the chief's settings, writes to scratch
+    stream = None if quiet else (log or sys.stderr)
+    progress = Progress(stream=cluster.progress_stream(stream) if cluster else stream)
+    # A follower's checkpoints are thrown away at the end; one bundle at a time is enough.
+    checkpoints = CheckpointManager(cluster.scratch_dir(), keep=1) if follower else CheckpointManager(out)
     inputs = [corpus] if isinstance(corpus, (str, Path)) else list(corpus or [])
     inputs = [str(item) for item in inputs]
-    if resume:
+    if follower:  # waits while the chief reads its corpus and trains the tokenizer
+        stored, arrays = cluster.share_plan()
+        tokenizer_json = stored.pop("tokenizer")
+    elif resume:
         arrays, stored, tokenizer_json = checkpoints.load_latest()
+    if resume or follower:
         try:
             config = ModelConfig.from_dict(stored["model_config"])
-            limits = {key: value for key, value in (("max_steps", max_steps), ("max_time", max_time)) if value}
+            limits = {key: value for key, value in (("max_steps", max_steps), ("max_time", max_time))
+                      if value and not follower}
             train_config = TrainConfig.from_dict({**stored["train_config"], **limits})
         except (KeyError, TypeError, ConfigError) as exc:
             raise ModelDirError(f"the checkpoint's settings are unusable: {exc}. Received: out='{out}'") from None
         text_tokenizer = TextTokenizer.from_json(tokenizer_json)
         inputs = inputs or stored["corpus"]["inputs"]
         encoding, errors = stored["corpus"]["encoding"], stored["corpus"]["errors"]
-        _check_writable(Path(out))
-        progress.message(f"resuming from step {stored['loop']['steps']} in {checkpoints.root}")
+        tokenizer_sample_bytes = stored["corpus"].get("tokenizer_sample_bytes", tokenizer_sample_bytes)
+        if follower:
+            progress.message(f"following the chief's run from step {(stored['loop'] or {}).get('steps', 0)}")
+        else:
+            _check_writable(Path(out))
+            progress.message(f"resuming from step {stored['loop']['steps']} in {checkpoints.root}")
     else:
         if tokenizer not in TOKENIZER_LEVELS:
             raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_LEVELS)}. "
                               f"Received: tokenizer={tokenizer!r}")
+        check_tokenizer_sample_bytes(tokenizer_sample_bytes)
         train_config = TrainConfig(seq_length=seq_length, batch_size=batch_size, epochs=epochs,
                                    max_steps=max_steps, max_time=max_time, patience=patience,
-                                   learning_rate=learning_rate, clipnorm=clipnorm, val_fraction=val_fraction,
+                                   learning_rate=learning_rate, schedule=schedule, clipnorm=clipnorm, val_fraction=val_fraction,
                                    seed=seed if seed is not None else secrets.randbelow(2**31),
                                    checkpoint_every=checkpoint_every)
-        shape = dict(layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout)
+        shape = dict(cell=cell, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout)
         ModelConfig(vocab_size=2, **shape)  # check the shape settings before reading any text
         modeldir.check_destination(out, overwrite=overwrite)
         _check_writable(Path(out))
+    if cluster is not None:
+        cluster.check_batch_size(train_config.batch_size)
 
     source = open_corpus(inputs, encoding=encoding, errors=errors)
     progress.message(f"corpus: {source.description}, {source.total_bytes:,} bytes")
     corpus_sha256 = source.sha256()
-    if resume and corpus_sha256 != stored["corpus"]["sha256"]:
+    if (resume or follower) and corpus_sha256 != stored["corpus"]["sha256"]:
         raise CorpusError(f"the corpus differs from the one this run was trained on (sha256 {corpus_sha256[:12]}... "
                           f"instead of {stored['corpus']['sha256'][:12]}...). Received: corpus={inputs}")
-    if not resume:
-        text_tokenizer = TextTokenizer.train(source.iter_text(), level=tokenizer, vocab_size=vocab_size)
+    if not (resume or follower):
+        if source.total_bytes > tokenizer_sample_bytes:
+            progress.message(f"tokenizer: learning from an evenly spread sample of {tokenizer_sample_bytes:,} bytes")
+        text_tokenizer = TextTokenizer.train_on_corpus(source, level=tokenizer, vocab_size=vocab_size,
+                                                       sample_bytes=tokenizer_sample_bytes)
         config = ModelConfig(vocab_size=text_tokenizer.vocab_size, **shape)
-    ids = text_tokenizer.encode_chunks(source.iter_text())
+    if cluster is not None and not follower:  # the other workers are waiting in ``share_plan`` for this
+        cluster.share_plan({"model_config": config.to_dict(), "train_config": train_config.to_dict(),
+                            "corpus": {"sha256": corpus_sha256, "inputs": _resolved(inputs), "encoding": encoding,
+                                       "errors": errors, "tokenizer_sample_bytes": tokenizer_sample_bytes},
+                            "loop": stored["loop"] if resume else None, "tokenizer": text_tokenizer.to_json()},
+                           arrays if resume else None)
+    # The ids live on disk; ``ids`` reads them lazily, a batch at a time.
+    ids = open_token_cache(source, text_tokenizer, corpus_sha256=corpus_sha256, log=progress.message).tokens()
     progress.message(f"tokenizer: {text_tokenizer.level}, vocabulary {text_tokenizer.vocab_size}, "
                      f"{len(ids):,} tokens")
     train_ids, val_ids = split_ids(ids, train_config.val_fraction)
@@ -297,13 +371,15 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
 
     progress.message(f"seed: {train_config.seed}")
     keras.utils.set_random_seed(train_config.seed)
-    model = build_model(config)
-    progress.message(f"model: {config.layers}x{config.units} LSTM, embedding {config.embedding_dim}, "
+    with cluster.scope() if cluster else contextlib.nullcontext():
+        model = build_model(config)
+    progress.message(f"model: {config.layers}x{config.units} {config.cell.upper()}, embedding {config.embedding_dim}, "
                      f"{config.parameter_count():,} parameters")
     corpus_info = {"description": source.description, "files": len(source.files), "bytes": source.total_bytes,
-                   "sha256": corpus_sha256, "tokens": int(len(ids))}
+                   "sha256": corpus_sha256, "tokens": int(len(ids)),
+                   "tokenizer_sample_bytes": tokenizer_sample_bytes}
     # Paths are stored resolved, so --resume works from any working directory.
-    stored_inputs = [str(Path(item).resolve()) if Path(item).exists() else item for item in inputs]
+    stored_inputs = _resolved(inputs)
     stored_settings = {"model_config": config.to_dict(), "train_config": train_config.to_dict(),
                        "corpus": {**corpus_info, "inputs": stored_inputs, "encoding": encoding, "errors": errors}}
     tokenizer_json = text_tokenizer.to_json()
@@ -312,8 +388,9 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
         checkpoints.save(trainer.state.steps, trainer.state_arrays(),
                          {**stored_settings, "loop": trainer.state.to_dict()}, tokenizer_json)
 
-    trainer = Trainer(model, config, train_config, text_tokenizer.token_lengths(), progress, save_checkpoint)
-    if resume:
+    trainer = Trainer(model, config, train_config, text_tokenizer.token_lengths(), progress, save_checkpoint,
+                      cluster=cluster)
+    if (resume or follower) and stored.get("loop") is not None:
         trainer.restore(arrays, stored["loop"])
     else:
         checkpoints.remove_all()  # a fresh run (with --overwrite) starts without the old run's bundles
@@ -330,8 +407,12 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     metrics = {"best": result.best, "history": result.history, "steps": result.steps, "tokens": result.tokens,
                "seconds": round(result.seconds, 2), "tokens_per_second": round(result.tokens_per_second, 1),
                "stop_reason": result.stop_reason}
-    path = text_model.save(out, overwrite=True, corpus=corpus_info, metrics=metrics)
-    if result.stop_reason != "interrupted":
+    path = text_model.save(cluster.scratch_dir() / "model" if follower else out, overwrite=True, corpus=corpus_info,
+                           metrics=metrics)
+    if follower:  # written like the chief's, then thrown away: only the chief's model is kept
+        cluster.remove_scratch()
+        text_model.path, path = None, "nothing (the chief saves the model)"
+    elif result.stop_reason != "interrupted":
         checkpoints.keep_latest_only()
     best = result.best
     measured = (f"best val loss {best['val_loss']:.4f} nats/token, {best['val_bits_per_char']:.4f} bits/char"
@@ -341,6 +422,11 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt
     return text_model
+
+
+def _resolved(inputs: list[str]) -> list[str]:
+    """Corpus inputs with paths made absolute, so --resume works from any working directory."""
+    return [str(Path(item).resolve()) if Path(item).exists() else item for item in inputs]
 
 
 def _check_writable(out: Path) -> None:

@@ -15,6 +15,15 @@ from typing import Any
 from textgen.errors import ConfigError
 
 TOKENIZER_LEVELS = ("char", "word", "bpe")
+# The tokenizer learns from at most this many bytes of the corpus (a larger corpus
+# is sampled evenly): 100 MB shows it every frequent character, word and merge,
+# while its training time and memory stay bounded whatever the corpus size.
+TOKENIZER_SAMPLE_BYTES = 100_000_000
+
+# Learning-rate schedules: constant, or a cosine decay to COSINE_FLOOR x the
+# rate, reached at whichever limit (max_steps, max_time, epochs) comes first.
+SCHEDULES = ("constant", "cosine")
+COSINE_FLOOR = 0.1
 
 # The recurrent cells a model can stack (their maths is in ``textgen.cells``).
 CELL_TYPES = ("lstm", "peephole", "cifg", "gru", "rnn")
@@ -58,6 +67,11 @@ def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bo
     if value < low or value > high or (low_open and value == low):
         bracket = "(" if low_open else "["
         _fail(f"{name} must be in {bracket}{low}, {high}]", name, value)
+
+
+def check_tokenizer_sample_bytes(value: Any) -> None:
+    """Refuse a tokenizer sample size that is not a positive whole number of bytes."""
+    _check_int("tokenizer_sample_bytes", value, 1, 2**62)
 
 
 def _from_dict(cls, data: Any):
@@ -121,6 +135,7 @@ class TrainConfig:
     max_time: float | None = None  # seconds
     patience: int | None = 3
     learning_rate: float = 4e-3
+    schedule: str = "constant"  # or "cosine": decay to 10% of learning_rate by the first limit
     clipnorm: float = 5.0
     val_fraction: float = 0.1
     seed: int = 0
@@ -137,6 +152,8 @@ class TrainConfig:
         if self.patience is not None:
             _check_int("patience", self.patience, 1, 1_000_000)
         _check_float("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)
+        if self.schedule not in SCHEDULES:
+            _fail(f"schedule must be one of {', '.join(SCHEDULES)}", "schedule", self.schedule)
         _check_float("clipnorm", self.clipnorm, 0.0, 1e6, low_open=True)
         _check_float("val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
         _check_int("seed", self.seed, 0, 2**31 - 1)

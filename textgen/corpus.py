@@ -71,6 +71,34 @@ class Corpus:
         for path in self.files:
             yield from self._iter_file_text(path, chunk_bytes)
 
+    def iter_sample(self, max_bytes: int, excerpt_bytes: int = 1 << 20) -> Iterator[str]:
+        """Yield excerpts of the text spread evenly over the corpus, from at most ``max_bytes`` of it.
+
+        The corpus is read in chunks of ``excerpt_bytes`` (1 MiB, or ``max_bytes``
+        if smaller); ``max_bytes // excerpt_bytes`` of them, one from the middle
+        of each of that many equal stretches of the corpus, are yielded, each
+        as the text of one chunk (to within the few bytes of a character split
+        between chunks). Every byte is still read and decoded, so a decoding
+        problem anywhere is reported here; one chunk is held at a time.
+        """
+        for name, value in (("max_bytes", max_bytes), ("excerpt_bytes", excerpt_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        excerpt_bytes = min(excerpt_bytes, max_bytes)
+        chunks = max(1, sum(-(-_stat(path).st_size // excerpt_bytes) for path in self.files))  # ceil per file
+        wanted = max_bytes // excerpt_bytes
+        taken = 0
+
+        def picks_before(index: int) -> int:
+            # How many of ``wanted`` picks, one in the middle of each of ``wanted``
+            # equal stretches of the ``chunks`` chunks, come before chunk ``index``.
+            return (index * wanted + chunks // 2) // chunks
+
+        for index, text in enumerate(self.iter_text(excerpt_bytes)):
+            if taken < wanted and picks_before(index + 1) > picks_before(index):
+                taken += 1
+                yield text
+
     def read_text(self) -> str:
         """Return the whole corpus as one string."""
         return "".join(self.iter_text())

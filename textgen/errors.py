@@ -4,7 +4,8 @@ Every error carries an ``exit_code`` so the command line can turn it into one
 line and a documented exit status without knowing the details:
 
 * 1: a runtime problem (a corpus that cannot be read, a broken model directory);
-* 2: a usage problem (an option value that is out of range).
+* 2: a usage problem (an option value that is out of range);
+* 75: a distributed run lost a worker (``ClusterError``); restart with ``--resume``.
 """
 
 
@@ -34,3 +35,21 @@ class ModelDirError(TextgenError):
 
 class TrainingError(TextgenError):
     """Training cannot start or cannot go on (too little data, NaN loss)."""
+
+
+class ClusterError(TrainingError):
+    """A distributed run lost a worker, or its workers did not all start. Exit code 75.
+
+    75 is sysexits' EX_TEMPFAIL: restarting every worker (with ``--resume``)
+    may well succeed, which a supervisor can tell from other failures.
+    """
+
+    exit_code = 75
+
+
+class ReportError(TextgenError):
+    """An inspection report cannot be written (its files exist, the folder is unwritable)."""
+
+
+class ExperimentError(TextgenError):
+    """An experiment cannot write its results (they exist, the folder is unwritable, matplotlib is missing)."""

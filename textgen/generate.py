@@ -15,7 +15,7 @@ from textgen.backend import tf
 from textgen.model import ModelStep
 
 
-def sample_next(logits, temperature, top_k, top_p, seed_pair):
+def sample_next(logits, temperature, top_k, top_p, seed_pair, gumbel: bool = False):
     """Draw one token per row. logits (B, V) float32 -> ids (B,) int32.
 
     temperature 0 is greedy (argmax); top_k 0 and top_p 1 switch those
@@ -36,8 +36,11 @@ def sample_next(logits, temperature, top_k, top_p, seed_pair):
         very_negative = tf.fill(tf.shape(scaled), tf.constant(-1e30, tf.float32))
 
         def keep_top_k(values):
+            # A sort and a gather rather than tf.math.top_k, whose k must be a
+            # compile-time constant under XLA.
             k = tf.minimum(top_k, vocab)
-            kth = tf.math.top_k(values, k=k).values[:, -1:]  # (B, 1)
+            ordered = tf.sort(values, axis=-1, direction="DESCENDING")  # (B, V)
+            kth = tf.gather(ordered, tf.reshape(k - 1, [1]), axis=1)  # (B, 1)
             return tf.where(values < kth, very_negative, values)
 
         scaled = tf.cond(top_k > 0, lambda: keep_top_k(scaled), lambda: scaled)
@@ -53,8 +56,12 @@ def sample_next(logits, temperature, top_k, top_p, seed_pair):
             return tf.where(values < cutoff, very_negative, values)
 
         scaled = tf.cond(top_p < 1.0, lambda: keep_top_p(scaled), lambda: scaled)
-        draws = tf.random.stateless_categorical(scaled, 1, seed=seed_pair, dtype=tf.int32)
-        return draws[:, 0]
+        if not gumbel:
+            return tf.random.stateless_categorical(scaled, 1, seed=seed_pair, dtype=tf.int32)[:, 0]
+        # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits).
+        # Unlike stateless_categorical it compiles with XLA (outside XLA it is slower).
+        uniform = tf.random.stateless_uniform(tf.shape(scaled), seed=seed_pair, minval=1e-30, maxval=1.0, alg="philox")
+        return tf.argmax(scaled - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
 
     return tf.cond(temperature > 0.0, sampled, greedy)
 
@@ -85,6 +92,12 @@ SAMPLING_SPECS = [
     tf.TensorSpec([], tf.int64, name="seed"),
     tf.TensorSpec([None], tf.string, name="stop"),
 ]
+
+# Tokens drawn per call of the compiled sampling loop: long enough to amortise
+# the call, short enough that stopping early wastes little.
+DRAW_CHUNK = 64
+# Up to this many rows, drawing runs under XLA (see ``Generator._draw_compiled``).
+XLA_MAX_BATCH = 16
 
 _CHUNK_SIGNATURE = [
     tf.TensorSpec([None, None], tf.float32, name="logits"),
@@ -121,6 +134,54 @@ class Generator(tf.Module):
         self.longest_token = max(len(token) for token in token_strings)
         self.start_id = int(start_id)
 
+    def _read(self, padded, live):
+        """Run left-padded prompts (B, W) through the model; ``live`` (B, W) marks real tokens.
+
+        Not compiled with XLA, which would compile again for every new prompt
+        width: a prompt is read once, while sampled tokens are many.
+        """
+        batch, width = tf.shape(padded)[0], tf.shape(padded)[1]
+        states = self.stepper.initial_states(batch)
+        logits = tf.zeros([batch, self.stepper.config.vocab_size], tf.float32)
+
+        def body(t, logits, states):
+            new_logits, new_states = self.stepper.step(tf.gather(padded, t, axis=1), states)
+            alive = tf.gather(live, [t], axis=1)  # (B, 1): this row's prompt has begun
+            states = [tf.where(alive, new, old) for new, old in zip(new_states, states)]
+            return t + 1, tf.where(alive, new_logits, logits), states
+
+        _, logits, states = tf.while_loop(lambda t, *_: t < width, body, (0, logits, states))
+        return logits, tf.stack(states)
+
+    def _draw_steps(self, logits, states, start, count, temperature, top_k, top_p, seed, compiled=False):
+        """Sample tokens start..start+count-1 (count <= DRAW_CHUNK) with no string work.
+
+        Returns ids (DRAW_CHUNK, B), of which the first ``count`` rows are
+        drawn, and the logits and states after the last of them. Token t is
+        drawn with the seed pair (seed, t), so how the run is cut into calls
+        never changes the text.
+        """
+        states = tf.unstack(states, num=self.stepper.state_count)
+        # A fixed-size buffer updated in place, so nothing's shape depends on ``count``:
+        # XLA then compiles once per batch size, not once per chunk length.
+        drawn = tf.zeros([DRAW_CHUNK, tf.shape(logits)[0]], tf.int32)  # (DRAW_CHUNK, B)
+
+        def body(k, logits, states, drawn):
+            seed_pair = tf.stack([seed, tf.cast(start + k, tf.int64)])
+            next_ids = sample_next(logits, temperature, top_k, top_p, seed_pair, gumbel=compiled)  # (B,)
+            logits, states = self.stepper.step(next_ids, states)
+            return k + 1, logits, states, tf.tensor_scatter_nd_update(drawn, [[k]], next_ids[tf.newaxis])
+
+        _, logits, states, drawn = tf.while_loop(lambda k, *_: k < count, body, (0, logits, states, drawn))
+        return drawn, logits, tf.stack(states)
+
+    @tf.function(jit_compile=True)
+    def _draw_compiled(self, logits, states, start, count, temperature, top_k, top_p, seed):
+        """``_draw_steps`` under XLA, whose loop costs far less per step: about 2.8x the
+        tokens/s of the graph executor for one row, but slower from a few dozen rows on
+        (BENCHMARKS.md), so only batches up to XLA_MAX_BATCH rows take it."""
+        return self._draw_steps(logits, states, start, count, temperature, top_k, top_p, seed, compiled=True)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
                                   tf.TensorSpec([None], tf.int32, name="prompt_row_lengths")])
     def warm(self, prompt_values, prompt_row_lengths):
@@ -130,24 +191,12 @@ class Generator(tf.Module):
         starts = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(empty)], self.start_id), empty)
         prompts = tf.concat([starts, prompts], axis=1)
         lengths = tf.cast(prompts.row_lengths(), tf.int32)  # (B,)
-        batch = tf.shape(lengths)[0]
         width = tf.reduce_max(lengths)
         # Left-pad: column j of row b holds prompt token j - (width - length_b).
         right_padded = prompts.to_tensor(default_value=0, shape=[None, None])  # (B, W)
         source = tf.range(width)[tf.newaxis, :] - (width - lengths)[:, tf.newaxis]  # (B, W)
         padded = tf.gather(right_padded, tf.maximum(source, 0), batch_dims=1)
-
-        states = self.stepper.initial_states(batch)
-        logits = tf.zeros([batch, tf.shape(self.token_strings)[0]], tf.float32)
-        for t in tf.range(width):
-            tf.autograph.experimental.set_loop_options(
-                shape_invariants=[(logits, tf.TensorShape([None, None]))]
-            )
-            new_logits, new_states = self.stepper.step(padded[:, t], states)
-            live = tf.expand_dims(source[:, t] >= 0, -1)  # (B, 1): this row's prompt has begun
-            states = [tf.where(live, new, old) for new, old in zip(new_states, states)]
-            logits = tf.where(live, new_logits, logits)
-        return logits, tf.stack(states)
+        return self._read(padded, source >= 0)
 
     @tf.function(input_signature=_CHUNK_SIGNATURE)
     def sample(self, logits, states, start, end, length, temperature, top_k, top_p, seed, stop, tails, done,
@@ -155,37 +204,49 @@ class Generator(tf.Module):
         """Draw tokens start..end-1 (of ``length`` in all), carrying everything to the next call.
 
         Returns (ids (B, T<=end-start), logits, states, tails, done, produced).
-        Stop strings are found in a sliding tail of each row's new text, long
-        enough to hold the longest stop string plus one token.
+        Tokens are drawn DRAW_CHUNK at a time by ``_draw_steps``; stop
+        strings are then looked for token by token in a sliding tail of each
+        row's new text, long enough to hold the longest stop string plus one
+        token, and drawing ends at the token where every row has stopped.
         """
         batch = tf.shape(logits)[0]
-        states = tf.unstack(states, num=self.stepper.state_count)
         stop, alternatives = _stop_alternatives(stop)
         has_stops = tf.size(stop) > 0
         stop_pattern = tf.strings.join(["(?s).*(?:", alternatives, ").*"])
         window = tf.reduce_max(tf.concat([tf.strings.length(stop, unit="UTF8_CHAR"), [0]], 0)) + self.longest_token
 
-        tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
+        pieces = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None, None], infer_shape=False)
+        chunk = 0
         t = start
         while t < end and not tf.reduce_all(done):
-            seed_pair = tf.stack([seed, tf.cast(t, tf.int64)])
-            next_ids = sample_next(logits, temperature, top_k, top_p, seed_pair)  # (B,)
-            tokens = tokens.write(t - start, next_ids)
+            tf.autograph.experimental.set_loop_options(
+                shape_invariants=[(logits, tf.TensorShape([None, None])), (states, tf.TensorShape([None, None, None]))])
+            count = tf.minimum(end - t, DRAW_CHUNK)
+            if batch <= XLA_MAX_BATCH:
+                drawn, logits, states = self._draw_compiled(logits, states, t, count, temperature, top_k, top_p,
+                                                            seed)
+            else:
+                drawn, logits, states = self._draw_steps(logits, states, t, count, temperature, top_k, top_p,
+                                                         seed)
+            kept = count
             if has_stops:
-                tails = tf.strings.join([tails, tf.gather(self.token_strings, next_ids)])
-                tail_length = tf.strings.length(tails, unit="UTF8_CHAR")
-                tails = tf.strings.substr(tails, tf.maximum(tail_length - window, 0), tf.fill([batch], window),
-                                          unit="UTF8_CHAR")
-                hit = tf.strings.regex_full_match(tails, stop_pattern) & tf.logical_not(done)
-                produced = tf.where(hit, t + 1, produced)
-                done = done | hit
-            t += 1
-            if t < length and not tf.reduce_all(done):
-                logits, states = self.stepper.step(next_ids, states)
-        new_ids = tf.reshape(tf.transpose(tokens.stack()), [batch, t - start])  # (B, T)
+                for k in tf.range(count):
+                    if not tf.reduce_all(done):
+                        tails = tf.strings.join([tails, tf.gather(self.token_strings, drawn[k])])
+                        tail_length = tf.strings.length(tails, unit="UTF8_CHAR")
+                        tails = tf.strings.substr(tails, tf.maximum(tail_length - window, 0),
+                                                  tf.fill([batch], window), unit="UTF8_CHAR")
+                        hit = tf.strings.regex_full_match(tails, stop_pattern) & tf.logical_not(done)
+                        produced = tf.where(hit, t + k + 1, produced)
+                        done = done | hit
+                        kept = k + 1
+            pieces = pieces.write(chunk, drawn[:kept])
+            chunk += 1
+            t += kept
+        new_ids = tf.transpose(tf.reshape(pieces.concat(), [t - start, batch]))  # (B, T)
         done = done | (t >= length)
         # produced stays ``length`` for rows without a stop; callers clamp it to the tokens they have.
-        return new_ids, logits, tf.stack(states), tails, done, produced
+        return new_ids, logits, states, tails, done, produced
 
     def begin(self, prompt_values, prompt_row_lengths, length):
         """Warm the state and set up what ``sample`` carries between calls."""

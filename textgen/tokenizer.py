@@ -54,9 +54,13 @@ _PATTERNS = {"word": WORD_PATTERN, "bpe": BPE_PATTERN}
 # so that the backend can spread each batch over its threads.
 _PIECE_CHARS = 1 << 16
 _BATCH_CHARS = 1 << 22
-# No word or bpe piece runs across a newline followed by a non-whitespace
-# character, so cutting the text there leaves its tokens unchanged.
-_SAFE_CUT = re.compile(r"\n(?=[^\t\n\v\f\r ])")
+# Where no word or bpe piece runs across, so cutting the text there leaves its
+# tokens unchanged: after a newline followed by a non-whitespace character (a
+# whitespace run ends there), and before a space that follows a visible ASCII
+# character (a word or punctuation run ends there, and the space starts the next
+# piece whatever came before). The second kind keeps a corpus of one huge line
+# cut into bounded pieces. Both only look at characters inside one chunk.
+_SAFE_CUT = re.compile(r"\n(?=[^\t\n\v\f\r ])|(?<=[!-~])(?= )")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Unicode noncharacters: one that no token uses stands in for lone surrogates.
 _NONCHARACTERS = [chr(code) for code in range(0xFDD0, 0xFDF0)]
@@ -91,12 +95,16 @@ class TextTokenizer:
         return UNK_ID
 
     @classmethod
-    def train(cls, chunks: Iterable[str], level: str = "char", vocab_size: int | None = None) -> "TextTokenizer":
+    def train(cls, chunks: Iterable[str], level: str = "char", vocab_size: int | None = None, *,
+              excerpts: bool = False) -> "TextTokenizer":
         """Learn a tokenizer from a corpus given as consecutive pieces of text.
 
         The same corpus gives the same tokenizer, however it is cut into chunks.
         ``vocab_size`` counts [UNK]; by default 1024 for char (at most: a corpus
         with fewer characters gives fewer tokens), 10000 for word, 4000 for bpe.
+        With ``excerpts=True`` the chunks are separate excerpts of a corpus (a
+        sample of it) rather than consecutive: no word or merge is learned
+        across two of them, and word and bpe drop the partial piece at each end.
         """
         if level not in LEVELS:
             raise ConfigError(f"level must be one of {', '.join(LEVELS)}. Received: level={level!r}")
@@ -128,7 +136,11 @@ class TextTokenizer:
         backend.pre_tokenizer = pre_tokenizers.Split(Regex(_PATTERNS[level]), behavior="isolated")
         backend.decoder = decoders.Fuse()
         # Safe pieces keep words whole wherever the caller cut the corpus.
-        pieces = _safe_pieces(chunks, cut_anywhere=False)
+        if excerpts:
+            pieces = itertools.chain.from_iterable(
+                _safe_pieces((_whole_pieces(excerpt),), cut_anywhere=False) for excerpt in chunks)
+        else:
+            pieces = _safe_pieces(chunks, cut_anywhere=False)
         first_piece = next(pieces, None)
         if first_piece is None:
             raise TokenizerError("cannot train a tokenizer on empty text")
@@ -138,6 +150,21 @@ class TextTokenizer:
         data = json.loads(backend.to_str())
         data["added_tokens"] = []
         return cls(tokenizers.Tokenizer.from_str(json.dumps(data)), level)
+
+    @classmethod
+    def train_on_corpus(cls, corpus, level: str = "char", vocab_size: int | None = None,
+                        sample_bytes: int | None = None) -> "TextTokenizer":
+        """Learn a tokenizer from a ``textgen.corpus.Corpus``, reading at most ``sample_bytes`` of it.
+
+        A corpus no larger than ``sample_bytes`` (or any corpus, when it is
+        None) is used whole, as one stream. A larger one is sampled: excerpts
+        spread evenly over it (``Corpus.iter_sample``), so a corpus ordered by
+        topic or language still shows the tokenizer all of its parts, in time
+        and memory bounded by the sample rather than the corpus.
+        """
+        if sample_bytes is None or corpus.total_bytes <= sample_bytes:
+            return cls.train(corpus.iter_text(), level=level, vocab_size=vocab_size)
+        return cls.train(corpus.iter_sample(sample_bytes), level=level, vocab_size=vocab_size, excerpts=True)
 
     def to_json(self) -> str:
         """The tokenizer as tokenizer.json text; the same tokenizer gives the same text."""
@@ -199,17 +226,29 @@ class TextTokenizer:
         The text is re-cut where no token can span the cut and encoded in
         batches, which the backend spreads over its threads.
         """
+        arrays = list(self.iter_encoded(chunks))
+        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
+
+    def iter_encoded(self, chunks: Iterable[str], batch_chars: int = _BATCH_CHARS,
+                     dtype=np.int32) -> Iterator[np.ndarray]:
+        """Encode the concatenated chunks batch by batch: yields 1-D ``dtype`` arrays of ids.
+
+        Joined, the arrays are exactly the ids of the joined text (see
+        ``encode_chunks``), whatever the chunks' boundaries. Each batch holds
+        about ``batch_chars`` characters, so memory stays bounded by the batch
+        (the backend keeps some 80 bytes per token while it encodes one).
+        """
         if isinstance(chunks, str):
             chunks = (chunks,)
-        arrays, batch, batch_chars = [], [], 0
+        batch, batch_length = [], 0
         for piece in itertools.chain(_safe_pieces(chunks, cut_anywhere=self.level == "char"), [None]):
             if piece is not None:
                 batch.append(piece)
-                batch_chars += len(piece)
-            if batch and (piece is None or batch_chars >= _BATCH_CHARS):
-                arrays.extend(np.asarray(encoding.ids, dtype=np.int32) for encoding in self._encode_batch(batch))
-                batch, batch_chars = [], 0
-        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
+                batch_length += len(piece)
+            if batch and (piece is None or batch_length >= batch_chars):
+                encodings = self._encode_batch(batch)
+                batch, batch_length = [], 0
+                yield np.concatenate([np.asarray(encoding.ids, dtype=dtype) for encoding in encodings])
 
     def encode_prompt(self, text: str) -> list[int]:
         """The ids of a prompt; warns once with UnknownTokenWarning if part of it is unknown."""
@@ -296,6 +335,29 @@ def _frequent_chars(chunks: Iterable[str], how_many: int) -> list[str]:
         raise TokenizerError("cannot train a tokenizer on empty text")
     # Ties go to the lower code point, so the same corpus gives the same vocabulary.
     return sorted(counts, key=lambda char: (-counts[char], ord(char)))[:how_many]
+
+
+def _whole_pieces(excerpt: str) -> str:
+    """``excerpt`` from its first safe cut to its last: no word or bpe piece cut short at either end.
+
+    An excerpt without two safe cuts is kept whole rather than dropped.
+    """
+    first = _SAFE_CUT.search(excerpt, 1)
+    if first is None:
+        return excerpt
+    # The last cut is looked for in a tail that grows until it holds one: a
+    # regex has no backward search, and scanning the whole excerpt costs more.
+    tail = 4096
+    while True:
+        start = max(first.end() + 1, len(excerpt) - tail)
+        last = None
+        for last in _SAFE_CUT.finditer(excerpt, start):
+            pass
+        if last is not None:
+            return excerpt[first.end():last.end()]
+        if start == first.end() + 1:
+            return excerpt
+        tail *= 4
 
 
 def _safe_pieces(chunks: Iterable[str], cut_anywhere: bool) -> Iterator[str]:

@@ -8,6 +8,7 @@ budget in the middle of an epoch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -15,7 +16,7 @@ import time
 import numpy as np
 
 from textgen.backend import keras, tf
-from textgen.config import ModelConfig, TrainConfig
+from textgen.config import COSINE_FLOOR, ModelConfig, TrainConfig
 from textgen.data import TrainWindows, eval_batches
 from textgen.errors import TrainingError
 from textgen.model import named_weights
@@ -73,8 +74,8 @@ class Evaluator:
         chars = tf.gather(self._lengths, y)
         return tf.reduce_sum(nats * weights), tf.reduce_sum(chars * weights)
 
-    def evaluate(self, ids: np.ndarray) -> Evaluation:
-        """Loss over every next-token prediction in ``ids``."""
+    def evaluate(self, ids) -> Evaluation:
+        """Loss over every next-token prediction in ``ids`` (an array or lazy ``TokenShards``), batch by batch."""
         total_nats = 0.0
         total_chars = 0.0
         for x, y, w in eval_batches(ids, self.seq_length, self.batch_size):
@@ -87,6 +88,15 @@ class Evaluator:
         loss = total_nats / tokens
         bits_per_char = total_nats / LN2 / max(total_chars, 1.0)
         return Evaluation(loss, bits_per_char, tokens, int(total_chars))
+
+
+def scheduled_rate(config: TrainConfig, progress: float) -> float:
+    """The learning rate at ``progress`` (0 to 1) of the run, under ``config.schedule``."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    progress = min(max(progress, 0.0), 1.0)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.learning_rate * (COSINE_FLOOR + (1.0 - COSINE_FLOOR) * cosine)
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
@@ -124,20 +134,27 @@ class Trainer:
     ``checkpoint`` (optional) is called with the trainer every
     ``config.checkpoint_every`` steps, at the end of every epoch and when
     training stops; ``state_arrays`` and ``state`` are what it should save.
+    ``cluster`` (a ``textgen.distributed.Cluster``, whose scope the model was
+    built in) trains over its replicas; without one, one device trains.
     """
 
     def __init__(self, model: keras.Model, model_config: ModelConfig, config: TrainConfig,
-                 token_lengths: np.ndarray, progress: Progress | None = None, checkpoint=None):
+                 token_lengths: np.ndarray, progress: Progress | None = None, checkpoint=None, cluster=None):
         self.model = model
         self.model_config = model_config
         self.config = config
         self.progress = progress or Progress(stream=None)
         self.checkpoint = checkpoint
-        self.optimizer = make_optimizer(config)
-        self.optimizer.build(model.trainable_variables)
+        self.cluster = cluster
+        with cluster.scope() if cluster else contextlib.nullcontext():
+            self.optimizer = make_optimizer(config)
+            self.optimizer.build(model.trainable_variables)
         self.evaluator = Evaluator(model, token_lengths, config.seq_length, config.batch_size)
         # XLA fuses the LSTM's per-step ops, which Keras leaves uncompiled on CPU.
         self._train_step = tf.function(self._step, jit_compile=True)
+        self._replicated = cluster.make_step(model, self.optimizer, config.batch_size, config.seq_length) \
+            if cluster else None
+        self._chief_clock = 0.0  # in a cluster, the chief's training seconds as of the last step
         self.state = LoopState()
         self.best_weights: dict[str, np.ndarray] | None = None
 
@@ -178,7 +195,7 @@ class Trainer:
         self.best_weights = best or None
         self.state = LoopState.from_dict(state)
 
-    def fit(self, windows: TrainWindows, val_ids: np.ndarray) -> TrainResult:
+    def fit(self, windows: TrainWindows, val_ids) -> TrainResult:
         """Train from ``self.state`` until a stopping rule fires; leave the best weights in the model.
 
         Stops on ``epochs``, ``max_steps``, ``max_time``, ``patience`` epochs
@@ -194,13 +211,23 @@ class Trainer:
         def elapsed() -> float:
             return seconds_before + time.monotonic() - session_start
 
+        def clock() -> float:
+            """The time that time-based decisions (max_time, the schedule) use: in a cluster,
+            the chief's as of the last step, so that every worker decides alike."""
+            return elapsed() if self.cluster is None else self._chief_clock
+
+        self._chief_clock = seconds_before
+
         def validate(fraction: float) -> None:
             began = time.monotonic()
             result = self.evaluator.evaluate(val_ids)
+            if self.cluster is not None:  # every worker takes the chief's numbers, so best and patience agree
+                result.loss, result.bits_per_char = self.cluster.agree([result.loss, result.bits_per_char])
             st.validation_seconds += time.monotonic() - began
             record = {"epoch": st.epoch, "epoch_fraction": round(fraction, 4), "step": st.steps,
                       "train_loss": float(np.mean(st.epoch_losses)) if st.epoch_losses else None,
                       "val_loss": result.loss, "val_bits_per_char": result.bits_per_char,
+                      "learning_rate": float(self.optimizer.learning_rate.numpy()),  # .numpy(): also a MirroredVariable
                       "seconds": round(elapsed(), 2)}
             st.history.append(record)
             improved = st.best is None or result.loss < st.best["val_loss"]
@@ -224,9 +251,16 @@ class Trainer:
                 if cfg.max_steps is not None:
                     epoch_steps = min(epoch_steps, st.step_in_epoch + cfg.max_steps - st.steps)
                 reason = None
-                while st.step_in_epoch < epoch_steps:
-                    x, y = windows.batch(st.epoch, st.step_in_epoch)
-                    loss = float(self._train_step(x, y))
+                # Batches come through tf.data, read ahead while the current one trains.
+                steps = (st.epoch, st.step_in_epoch, max(epoch_steps, st.step_in_epoch))
+                batches = self.cluster.epoch_batches(windows, *steps) if self.cluster else windows.epoch_batches(*steps)
+                for x, y in batches:
+                    if cfg.schedule != "constant":
+                        self.optimizer.learning_rate = scheduled_rate(cfg, self._progress(clock(), windows))
+                    if self._replicated is None:
+                        loss = float(self._train_step(x, y))
+                    else:
+                        loss, self._chief_clock = self._replicated(x, y, elapsed())
                     if not math.isfinite(loss):
                         raise TrainingError(
                             f"training loss became {loss} at step {st.steps + 1}; nothing non-finite was saved and "
@@ -241,7 +275,7 @@ class Trainer:
                     self.progress.update(epoch=st.epoch, step=st.step_in_epoch, steps=epoch_steps,
                                          loss=float(np.mean(st.epoch_losses[-50:])), tokens_per_second=rate,
                                          eta_seconds=self._eta(now, windows))
-                    if cfg.max_time is not None and now >= cfg.max_time:
+                    if cfg.max_time is not None and clock() >= cfg.max_time:
                         reason = "max_time"
                         break
                     if cfg.max_steps is not None and st.steps >= cfg.max_steps:
@@ -250,6 +284,7 @@ class Trainer:
                     if cfg.checkpoint_every and st.steps % cfg.checkpoint_every == 0 \
                             and st.step_in_epoch < epoch_steps:
                         save_checkpoint()
+                batches.close()  # stops the read-ahead of an epoch left early
                 full_epoch = max(windows.steps_in_epoch(st.epoch), 1)
                 validate(st.step_in_epoch / full_epoch)
                 if reason is None:
@@ -271,6 +306,16 @@ class Trainer:
             self._restore(self.best_weights)
         return TrainResult(st.history, st.best, st.steps, st.tokens, st.seconds, stop_reason,
                            st.validation_seconds)
+
+    def _progress(self, elapsed: float, windows) -> float:
+        """How far the run is towards its first limit, from 0 to 1."""
+        st, cfg = self.state, self.config
+        fractions = [st.steps / (cfg.epochs * max(windows.steps_in_epoch(1), 1))]
+        if cfg.max_steps is not None:
+            fractions.append(st.steps / cfg.max_steps)
+        if cfg.max_time is not None:
+            fractions.append(elapsed / cfg.max_time)
+        return max(fractions)
 
     def _eta(self, elapsed: float, windows: TrainWindows) -> float | None:
         """Seconds left until the first limit that will stop training."""
