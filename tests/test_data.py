@@ -145,7 +145,7 @@ def test_tf_data_batches_equal_direct_batches_from_any_step(on_disk):
 def test_an_error_while_reading_ahead_is_raised_as_itself(on_disk, monkeypatch):
     windows = TrainWindows(on_disk(np.arange(3000)), 10, 4, seed=2)
 
-    def broken(self, epoch, step):
+    def broken(self, epoch, step, rows=slice(None)):
         raise CorpusError("a token cache shard is shorter than its manifest says. Received: shard='x'")
 
     monkeypatch.setattr(TrainWindows, "batch", broken)

@@ -248,3 +248,15 @@ def test_strategy_settings_are_refused_before_anything_starts():
         start_cluster("default", devices=2)
     with pytest.raises(ConfigError, match="Received: devices=0"):
         start_cluster("mirrored", devices=0)
+
+
+def test_a_worker_reads_only_its_rows_of_each_batch():
+    from textgen.data import TrainWindows
+
+    windows = TrainWindows(np.arange(5000), 10, 8, seed=4)
+    x, y = windows.batch(2, 3)  # (8, 10): the global batch
+    part_x, part_y = windows.batch(2, 3, rows=slice(4, 8))  # worker 1 of 2 reads rows 4 to 7 only
+    assert np.array_equal(part_x, x[4:8]) and np.array_equal(part_y, y[4:8])
+    streamed = [(bx.numpy(), by.numpy()) for bx, by in windows.epoch_batches(2, 3, 5, rows=slice(4, 8))]
+    assert len(streamed) == 2 and streamed[0][0].shape == (4, 10)
+    assert np.array_equal(streamed[0][0], x[4:8]) and np.array_equal(streamed[1][1], windows.batch(2, 4)[1][4:8])

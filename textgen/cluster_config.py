@@ -83,7 +83,7 @@ def read_tf_config(raw: str | None = None) -> ClusterSpec:
         data = json.loads(raw)
     except ValueError as exc:
         _fail(f"TF_CONFIG is not valid JSON ({exc.msg} at character {exc.pos})", raw)
-    if not isinstance(data, dict) or not isinstance(data.get("cluster"), dict) or not isinstance(data.get("task"), dict):
+    if not (isinstance(data, dict) and isinstance(data.get("cluster"), dict) and isinstance(data.get("task"), dict)):
         _fail('TF_CONFIG must be a JSON object with "cluster" and "task" objects', raw)
     cluster = data["cluster"]
     unknown = sorted(set(cluster) - set(JOBS))

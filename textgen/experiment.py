@@ -324,8 +324,16 @@ def run_memory_experiment(settings: MemorySettings, out=None, plots: bool = True
         experiment_plots.require_matplotlib()
     path = check_out_dir(out) if out is not None else None
     say = progress or (lambda line: None)
+    import os
+
+    import textgen
+
+    began = time.monotonic()
+    # Which code and machine made the numbers: initialisations change with textgen versions.
+    provenance = {"textgen": textgen.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+                  "cpu_count": os.cpu_count()}
     result = {"settings": settings.to_dict(), "vocab_size": len(synthetic.ALPHABET), "k_max": settings.k_max,
-              "runs": [], "untrained_gradient_norms": {}}
+              "versions": provenance, "runs": [], "untrained_gradient_norms": {}}
     for cell in settings.cells:
         units = units_for_budget(cell, settings.parameters, settings.embedding_dim)
         say(f"{cell}: {units} units, {model_config(cell, units, settings.embedding_dim).parameter_count():,} parameters")
@@ -342,6 +350,7 @@ def run_memory_experiment(settings: MemorySettings, out=None, plots: bool = True
                 result["runs"].append(record)
                 say(f"{task} D={distance} {cell}: {record['steps']} steps in {record['cpu_seconds']:.0f} CPU s, "
                     f"accuracy {record['accuracy']:.3f} (chance {record['chance']:.3f})")
+    result["wall_seconds"] = round(time.monotonic() - began, 1)
     result["table"] = format_table(result["runs"])
     if path is not None:
         (path / "results.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

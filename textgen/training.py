@@ -211,12 +211,12 @@ class Trainer:
         def elapsed() -> float:
             return seconds_before + time.monotonic() - session_start
 
+        self._chief_clock = seconds_before
+
         def clock() -> float:
             """The time that time-based decisions (max_time, the schedule) use: in a cluster,
             the chief's as of the last step, so that every worker decides alike."""
             return elapsed() if self.cluster is None else self._chief_clock
-
-        self._chief_clock = seconds_before
 
         def validate(fraction: float) -> None:
             began = time.monotonic()
