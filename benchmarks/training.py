@@ -8,8 +8,8 @@ Each engine runs in its own process, one after the other, on the same model
 shape, corpus, batch and sequence length, so that its peak RSS is its own and
 its TensorFlow start-up settings (oneDNN) are its own:
 
-* ``textgen``: textgen's training step (stock ``keras.layers.LSTM``, oneDNN on,
-  XLA-compiled step) and its in-graph generation loop;
+* ``textgen``: textgen's model and training step (``FusedLSTM``, oneDNN on,
+  XLA-compiled step, PyTorch-style initialisation) and its in-graph generation loop;
 * ``keras``: stock Keras with its defaults (``model.compile`` + ``train_on_batch``,
   oneDNN off as TensorFlow leaves it on this CPU) and a Python loop over a
   one-step model for generation, as the TensorFlow text-generation tutorial does;
@@ -24,6 +24,7 @@ single-stream generation tokens/s, and the validation loss (nats/char, last
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -240,9 +241,7 @@ def main() -> None:
     results = []
     for engine in args.engines:
         if engine == "torch":
-            try:
-                import torch  # noqa: F401
-            except ImportError:
+            if importlib.util.find_spec("torch") is None:
                 print("torch is not installed: skipping the PyTorch reference (pip install -e '.[bench]')",
                       file=sys.stderr)
                 continue

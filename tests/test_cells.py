@@ -9,6 +9,7 @@ from textgen.cells import RecurrentLayer, get_cell, run_sequence
 from textgen.config import CELL_TYPES, ModelConfig
 from textgen.errors import ConfigError
 from textgen.fused_lstm import FusedLSTM
+from textgen.model import build_model, layer_weights
 
 B, T, E, U = 3, 7, 4, 5
 
@@ -104,11 +105,21 @@ def test_gru_is_weight_compatible_with_the_stock_keras_gru():
     np.testing.assert_allclose(ours(x).numpy(), stock(x).numpy(), atol=1e-5)
 
 
-def test_forget_gates_start_open_as_in_keras():
-    layer = RecurrentLayer("cifg", U)
-    layer.build((None, None, E))
-    bias = layer.weights_by_name()["bias"].numpy()
-    np.testing.assert_array_equal(bias, np.concatenate([np.ones(U), np.zeros(2 * U)]))
+@pytest.mark.parametrize("cell", CELL_TYPES)
+def test_every_cell_type_starts_from_the_same_initialisation(cell):
+    """build_model draws every cell's kernels and biases from U(-1/sqrt(U), 1/sqrt(U)), peepholes at zero,
+    so that cell types are compared on their equations, not on where they start."""
+    units = 64
+    config = ModelConfig(vocab_size=7, cell=cell, layers=1, units=units, embedding_dim=E)
+    weights = {name: v.numpy() for name, v in layer_weights(build_model(config), config, 0).items()}
+    bound = units ** -0.5
+    for name in ("kernel", "recurrent_kernel", "bias"):
+        values = weights[name]
+        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.8 * bound, name
+        for block in np.split(values, values.shape[-1] // units, axis=-1):  # no gate starts biased open or shut
+            assert abs(block.mean()) < 0.5 * bound, name  # 7 standard errors of a 64-value mean
+    for name in set(weights) - {"kernel", "recurrent_kernel", "bias"}:
+        np.testing.assert_array_equal(weights[name], 0.0)
 
 
 def test_layer_config_round_trips_and_bad_settings_are_refused():

@@ -51,10 +51,6 @@ class Cell:
             total += count
         return total
 
-    def bias_init(self, units: int):
-        """Initial bias: zeros, except where a cell's textbook recipe says otherwise."""
-        return tf.zeros([self.gates * units])
-
     def project(self, weights, x):
         """x (..., E) -> (..., gates * U): the input's share, bias included."""
         return tf.matmul(x, weights["kernel"]) + weights["bias"] if x.shape.rank == 2 else \
@@ -83,10 +79,6 @@ class LSTMCell(Cell):
     state_names = ("h", "c")
     gates = 4
     gate_blocks = ("input", "forget", "candidate", "output")
-
-    def bias_init(self, units):
-        # Keras' unit_forget_bias: start by keeping memory, so gradients flow early on.
-        return tf.concat([tf.zeros([units]), tf.ones([units]), tf.zeros([2 * units])], 0)
 
     def recur(self, weights, projected, states):
         h, c = states
@@ -146,9 +138,6 @@ class CIFGCell(Cell):
     gates = 3
     gate_blocks = ("forget", "candidate", "output")
 
-    def bias_init(self, units):
-        return tf.concat([tf.ones([units]), tf.zeros([2 * units])], 0)
-
     def recur(self, weights, projected, states):
         h, c = states
         z = projected + tf.matmul(h, weights["recurrent_kernel"])  # (B, 3U)
@@ -177,9 +166,6 @@ class GRUCell(Cell):
 
     def weight_shapes(self, input_dim, units):
         return {"kernel": (input_dim, 3 * units), "recurrent_kernel": (units, 3 * units), "bias": (2, 3 * units)}
-
-    def bias_init(self, units):
-        return tf.zeros([2, 3 * units])
 
     def project(self, weights, x):
         kernel, bias = weights["kernel"], weights["bias"][0]
@@ -243,32 +229,30 @@ class RecurrentLayer(keras.layers.Layer):
     """A recurrent layer of any ``CELL_TYPES`` cell, returning the full sequence of hidden states.
 
     (B, T, E) -> (B, T, U), from zero state. The weights are created in
-    ``build`` under the names of ``Cell.weight_shapes``: kernels with Glorot
-    uniform and orthogonal initialisers, as Keras' recurrent layers do.
+    ``build`` under the names of ``Cell.weight_shapes``. The initialisers
+    default to those of Keras' recurrent layers (Glorot uniform, orthogonal,
+    zeros); ``build_model`` passes the same ones to every cell type, so that
+    cells are compared on their equations and not on their starting points.
+    Peephole weights always start at zero: the cell starts as a plain LSTM.
     """
 
-    def __init__(self, cell: str, units: int, **kwargs):
+    def __init__(self, cell: str, units: int, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         self.cell_type = get_cell(cell).name
         if isinstance(units, bool) or not isinstance(units, int) or units < 1:
             raise ConfigError(f"units must be a positive integer. Received: units={units!r}")
         self.units = units
         self.cell = get_cell(cell)
+        self.initializers = {"kernel": keras.initializers.get(kernel_initializer),
+                             "recurrent_kernel": keras.initializers.get(recurrent_initializer),
+                             "bias": keras.initializers.get(bias_initializer)}
 
     def build(self, input_shape):
         shapes = self.cell.weight_shapes(int(input_shape[-1]), self.units)
-        self.cell_weights = {}
-        for name, shape in shapes.items():
-            if name == "kernel":
-                initializer = "glorot_uniform"
-            elif name == "recurrent_kernel":
-                initializer = "orthogonal"
-            elif name == "bias":
-                bias = self.cell.bias_init(self.units)
-                initializer = lambda shape, dtype=None, value=bias: tf.cast(value, dtype or "float32")  # noqa: E731
-            else:
-                initializer = "zeros"
-            self.cell_weights[name] = self.add_weight(name=name, shape=shape, initializer=initializer)
+        self.cell_weights = {name: self.add_weight(name=name, shape=shape,
+                                                   initializer=self.initializers.get(name, "zeros"))
+                             for name, shape in shapes.items()}
 
     def weights_by_name(self) -> dict:
         """The layer's variables under the cell's weight names."""
@@ -282,4 +266,7 @@ class RecurrentLayer(keras.layers.Layer):
         return (*input_shape[:-1], self.units)
 
     def get_config(self):
-        return {**super().get_config(), "cell": self.cell_type, "units": self.units}
+        return {**super().get_config(), "cell": self.cell_type, "units": self.units,
+                "kernel_initializer": keras.initializers.serialize(self.initializers["kernel"]),
+                "recurrent_initializer": keras.initializers.serialize(self.initializers["recurrent_kernel"]),
+                "bias_initializer": keras.initializers.serialize(self.initializers["bias"])}

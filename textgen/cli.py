@@ -1,7 +1,8 @@
 """The ``textgen`` command: thin Click commands over the library.
 
 Generated text goes to stdout; progress, warnings and errors go to stderr.
-Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted.
+Exit codes: 0 success, 1 runtime error, 2 usage error, 75 a distributed run lost a
+worker (restart with --resume), 130 interrupted.
 Library modules are imported inside the commands so ``textgen --help`` answers
 without loading TensorFlow.
 """
@@ -137,7 +138,8 @@ def cli():
 @click.option("--devices", type=int,
               help="mirrored: how many GPUs (default all), or without a GPU, logical CPU devices (default 1).")
 @click.option("--peer-timeout", type=Duration(), default="300s", show_default=True,
-              help="multiworker: how long to wait for the other workers at start-up and at each step.")
+              help="multiworker: how long to wait for the other workers to start and for each step's "
+                   "all-reduce.")
 def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_size, tokenizer_sample_bytes, cell, layers, units, embedding_dim, dropout, seq_length,
           batch_size, epochs, max_steps, max_time, patience, learning_rate, schedule, clipnorm, val_fraction, seed,
           encoding, errors, strategy, devices, peer_timeout):
@@ -384,7 +386,7 @@ def experiment():
               help="Train on the dependent positions only, or on every next token.")
 @click.option("--forget-bias", type=float,
               help="Initial bias of the gate that keeps the state (lstm forget gate, gru update gate); "
-                   "default: each cell's own (lstm 1, gru 0).")
+                   "default: the model's own initialisation, U(-1/sqrt(units), 1/sqrt(units)).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="memory-experiment", show_default=True,
               help="Directory for results.json, table.txt and the PNG plots.")

@@ -183,7 +183,7 @@ class Cluster:
         """Where a worker that is not the chief writes its checkpoints and model; see ``remove_scratch``."""
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix=f"textgen-{self.task.replace(' ', '-')}-"))
-            # Removed at the latest when the process ends, whatever ends it.
+            # Removed at the latest at interpreter exit; only a kill -9 leaves it behind.
             self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._scratch), ignore_errors=True)
         return self._scratch
 

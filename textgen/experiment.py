@@ -78,7 +78,7 @@ class MemorySettings:
     gradient_batch: int = 64
     pad: int = 4
     seed: int = 0
-    forget_bias: float | None = None  # keep-gate bias (lstm-like: forget gate; gru: update gate); None: each cell's own
+    forget_bias: float | None = None  # keep-gate bias (lstm-like: forget gate; gru: update gate); None: as build_model draws it
     jit_compile: bool = True  # XLA for the training step: 1.5-2x faster for gru and lstm, ~3 s to compile
 
     def __post_init__(self):

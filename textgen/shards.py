@@ -11,8 +11,8 @@ to shard files::
         manifest.json     format, dtype, each shard's name, token count and sha256,
                           corpus fingerprint, tokenizer sha256, total tokens
 
-The root is ``$TEXTGEN_CACHE_DIR/tokens`` (by default ``~/.cache/textgen/tokens``),
-beside the downloaded corpora. A cache is written into a temporary directory,
+The root is ``$TEXTGEN_CACHE_DIR/tokens`` (else ``$XDG_CACHE_HOME/textgen/tokens``, else
+``~/.cache/textgen/tokens``), beside the downloaded corpora. A cache is written into a temporary directory,
 each shard fsynced, the manifest last, and the directory is then renamed into
 place, so a directory under a cache's name is always complete: a crash leaves
 only a temporary directory, which the next build removes. The name comes from
@@ -356,7 +356,7 @@ def _locked(lock_path: Path, log):
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                log("token cache: another run is writing this cache; waiting for it")
+                log("token cache: another run holds this cache (building or checking it); waiting for it")
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
