@@ -160,11 +160,17 @@ def test_a_full_disk_gives_one_line_and_keeps_the_previous_checkpoint(tiny_corpu
     assert manager.load_latest()[1]["loop"]["steps"] == 4
 
 
+def interruptible():
+    """Run in the child before exec: a shell that started these tests in the background made SIGINT
+    ignored, and Python keeps an ignored SIGINT ignored instead of raising KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_training_saves_and_exits_130(tiny_corpus, tmp_path):
     out = tmp_path / "m"
     command = train_command(tiny_corpus, out)
     command[command.index("100")] = "100000"  # far more steps than the test waits for
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=interruptible)
     latest = out / "checkpoints" / "latest"
     deadline = time.monotonic() + 300
     while not latest.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -181,7 +187,8 @@ def test_ctrl_c_during_training_saves_and_exits_130(tiny_corpus, tmp_path):
 
 def test_ctrl_c_during_sampling_prints_what_was_generated_and_exits_130(tiny_model_dir):
     process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", str(tiny_model_dir), "--prompt", "ROMEO:",
-                                "--length", "1000000", "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                "--length", "1000000", "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=interruptible)
     first = process.stdout.read(40)  # generation has begun
     process.send_signal(signal.SIGINT)
     rest, stderr = process.communicate(timeout=120)
