@@ -25,11 +25,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import time
 
 import numpy as np
 
+from textgen import __version__
 from textgen.backend import keras, tf
 from textgen.cells import CELL_TYPES, get_cell
 from textgen.config import MAX_UNITS, ModelConfig
@@ -324,13 +326,9 @@ def run_memory_experiment(settings: MemorySettings, out=None, plots: bool = True
         experiment_plots.require_matplotlib()
     path = check_out_dir(out) if out is not None else None
     say = progress or (lambda line: None)
-    import os
-
-    import textgen
-
     began = time.monotonic()
     # Which code and machine made the numbers: initialisations change with textgen versions.
-    provenance = {"textgen": textgen.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+    provenance = {"textgen": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                   "cpu_count": os.cpu_count()}
     result = {"settings": settings.to_dict(), "vocab_size": len(synthetic.ALPHABET), "k_max": settings.k_max,
               "versions": provenance, "runs": [], "untrained_gradient_norms": {}}
