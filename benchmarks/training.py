@@ -2,6 +2,7 @@
 
     python benchmarks/training.py                          # 2x256, emb 64, batch 64, seq 100
     python benchmarks/training.py --units 512 --embedding-dim 128
+    python benchmarks/training.py --engines textgen torch --repeats 5 --budget 0   # speed ratio only
     python benchmarks/training.py --units 16 --steps 3 --budget 5 --gen-tokens 20   # a smoke run
 
 Each engine runs in its own process, one after the other, on the same model
@@ -18,7 +19,9 @@ its TensorFlow start-up settings (oneDNN) are its own:
 
 For each it prints training tokens/s and its ratio to PyTorch, peak RSS,
 single-stream generation tokens/s, and the validation loss (nats/char, last
-10% of the corpus) after the same wall-clock training budget.
+10% of the corpus) after the same wall-clock training budget. With
+``--repeats N`` each engine's training speed is measured in N processes,
+interleaved in alternating order, and the median is reported with every run.
 """
 
 from __future__ import annotations
@@ -207,6 +210,8 @@ def run_engine(args) -> dict:
     for _ in range(args.steps):
         step(*next(data))
     tokens_per_second = args.steps * args.batch_size * args.seq_length / (time.perf_counter() - began)
+    if args.speed_only:
+        return {"engine": args.engine, "tokens_per_second": tokens_per_second}
     # Keep training to the same wall-clock budget, counted from the first timed step.
     while time.perf_counter() - began < args.budget:
         step(*next(data))
@@ -232,36 +237,52 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0, help="training seconds before the validation loss")
     parser.add_argument("--gen-tokens", type=int, default=1000)
     parser.add_argument("--engines", nargs="+", default=["textgen", "keras", "torch"])
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="training-speed runs per engine; the extra ones are speed-only processes, "
+                             "interleaved in alternating engine order, and the median is reported")
     parser.add_argument("--engine", help=argparse.SUPPRESS)  # set in the child processes
+    parser.add_argument("--speed-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine:
         print(json.dumps(run_engine(args)))
         return
 
-    results = []
-    for engine in args.engines:
-        if engine == "torch":
-            if importlib.util.find_spec("torch") is None:
-                print("torch is not installed: skipping the PyTorch reference (pip install -e '.[bench]')",
-                      file=sys.stderr)
-                continue
-        env = dict(os.environ)
-        if engine == "keras":
-            env["TF_ENABLE_ONEDNN_OPTS"] = "0"  # TensorFlow's own default on this CPU
-        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--engine", engine], env=env,
-                               capture_output=True, text=True)
-        if child.returncode != 0:
-            sys.exit(f"{engine} failed:\n{child.stderr[-3000:]}")
-        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    engines = list(args.engines)
+    if "torch" in engines and importlib.util.find_spec("torch") is None:
+        print("torch is not installed: skipping the PyTorch reference (pip install -e '.[bench]')", file=sys.stderr)
+        engines.remove("torch")
+    results = {engine: run_child(engine) for engine in engines}
+    speeds = {engine: [result["tokens_per_second"]] for engine, result in results.items()}
+    # This machine's speed drifts by 10% or more over minutes, so one run per engine can
+    # favour whichever ran in a fast minute; alternating the order and taking medians does not.
+    for repeat in range(1, args.repeats):
+        for engine in engines[::-1] if repeat % 2 else engines:
+            speeds[engine].append(run_child(engine, "--speed-only")["tokens_per_second"])
 
-    reference = next((r["tokens_per_second"] for r in results if r["engine"] == "torch"), None)
+    medians = {engine: float(np.median(values)) for engine, values in speeds.items()}
+    reference = medians.get("torch")
     print(f"model: {args.layers}x{args.units} LSTM, embedding {args.embedding_dim}, batch {args.batch_size}, "
-          f"sequence {args.seq_length}; {args.steps} timed steps; validation after {args.budget:.0f} s")
-    print(f"{'engine':<8} {'train tok/s':>12} {'vs torch':>9} {'peak RSS MB':>12} {'gen tok/s':>10} {'val loss':>9}")
-    for r in results:
-        ratio = f"{r['tokens_per_second'] / reference:.2f}x" if reference else "-"
-        print(f"{r['engine']:<8} {r['tokens_per_second']:>12,.0f} {ratio:>9} {r['peak_rss_mb']:>12,.0f} "
-              f"{r['generation_tokens_per_second']:>10,.0f} {r['val_loss']:>9.4f}")
+          f"sequence {args.seq_length}; {args.steps} timed steps x {args.repeats} runs (median); "
+          f"validation after {args.budget:.0f} s")
+    print(f"{'engine':<8} {'train tok/s':>12} {'vs torch':>9} {'peak RSS MB':>12} {'gen tok/s':>10} {'val loss':>9}"
+          f"  {'runs (tok/s)'}")
+    for engine, r in results.items():
+        ratio = f"{medians[engine] / reference:.2f}x" if reference else "-"
+        runs = " ".join(f"{value:,.0f}" for value in speeds[engine])
+        print(f"{engine:<8} {medians[engine]:>12,.0f} {ratio:>9} {r['peak_rss_mb']:>12,.0f} "
+              f"{r['generation_tokens_per_second']:>10,.0f} {r['val_loss']:>9.4f}  {runs}")
+
+
+def run_child(engine: str, *extra: str) -> dict:
+    """Run one engine in a fresh process (its own RSS and TensorFlow settings) and return its figures."""
+    env = dict(os.environ)
+    if engine == "keras":
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"  # TensorFlow's own default on this CPU
+    child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--engine", engine, *extra], env=env,
+                           capture_output=True, text=True)
+    if child.returncode != 0:
+        sys.exit(f"{engine} failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def test_training_benchmark_runs_each_engine_on_a_tiny_model():
     result = subprocess.run([sys.executable, str(BENCHMARKS / "training.py"), "--corpus", str(corpus),
                              "--units", "8", "--embedding-dim", "4", "--batch-size", "4", "--seq-length", "10",
                              "--warmup", "1", "--steps", "2", "--budget", "1", "--gen-tokens", "5",
-                             "--engines", "textgen", "keras"], capture_output=True, text=True, timeout=600)
+                             "--engines", "textgen", "keras", "--repeats", "2"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
     assert {"textgen", "keras"} <= set(lines)
@@ -29,6 +29,7 @@ def test_training_benchmark_runs_each_engine_on_a_tiny_model():
         tokens_per_second, peak_rss, val_loss = lines[engine][1], lines[engine][3], lines[engine][5]
         assert float(tokens_per_second.replace(",", "")) > 0 and float(peak_rss.replace(",", "")) > 0
         assert 0 < float(val_loss) < 10
+        assert len(lines[engine][6:]) == 2  # the full run and one interleaved speed-only run
 
 
 def test_corpus_memory_benchmark_measures_tokenizing_and_training_on_a_tiny_corpus(tmp_path):

@@ -5,7 +5,8 @@ import pytest
 
 from textgen.data import TrainWindows, eval_batches, permute, split_ids
 from textgen.errors import CorpusError, TrainingError
-from textgen.shards import load_token_cache, write_shards
+from textgen.shard_reader import load_token_cache
+from textgen.shards import write_shards
 
 
 @pytest.fixture

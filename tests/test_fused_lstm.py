@@ -24,16 +24,26 @@ def test_variables_have_the_stock_names_and_shapes():
     assert [(w.name, tuple(w.shape)) for w in fused.weights] == [(w.name, tuple(w.shape)) for w in stock.weights]
 
 
-def test_forward_and_gradients_match_the_stock_layer():
+@pytest.mark.parametrize("steps", [9, 1])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "xla"])
+def test_forward_and_gradients_match_the_stock_layer(steps, compiled):
     stock, fused = twin_layers()
-    x = tf.constant(np.random.default_rng(1).normal(size=(3, 9, 5)).astype(np.float32))
-    upstream = tf.constant(np.random.default_rng(2).normal(size=(3, 9, 6)).astype(np.float32))
-    results = []
-    for layer in (stock, fused):
+    x = tf.constant(np.random.default_rng(1).normal(size=(3, steps, 5)).astype(np.float32))
+    upstream = tf.constant(np.random.default_rng(2).normal(size=(3, steps, 6)).astype(np.float32))
+
+    def outputs_and_gradients(layer):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = tf.reduce_sum(layer(x) * upstream)
-        results.append((layer(x).numpy(), [g.numpy() for g in tape.gradient(loss, [x, *layer.trainable_weights])]))
+            out = layer(x)
+            loss = tf.reduce_sum(out * upstream)
+        return out, tape.gradient(loss, [x, *layer.trainable_weights])
+
+    results = []
+    for layer in (stock, fused):
+        run = tf.function(lambda layer=layer: outputs_and_gradients(layer), jit_compile=True) if compiled \
+            else (lambda layer=layer: outputs_and_gradients(layer))
+        out, grads = run()
+        results.append((out.numpy(), [g.numpy() for g in grads]))
     (stock_out, stock_grads), (fused_out, fused_grads) = results
     np.testing.assert_allclose(fused_out, stock_out, atol=1e-5)
     for fused_grad, stock_grad in zip(fused_grads, stock_grads):

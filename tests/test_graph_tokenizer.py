@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from tokenizers import Regex, pre_tokenizers
 
 from textgen.graph_tokenizer import SPACE_CODE_POINTS, GraphTokenizer
-from textgen.tokenizer import LEVELS, SPACE_CHAR, TextTokenizer
+from textgen.tokenizer import LEVELS, TextTokenizer
+from textgen.tokenizer_file import SPACE_CHAR
 
 from conftest import MIXED_TEXT as CORPUS
 

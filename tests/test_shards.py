@@ -18,7 +18,8 @@ from textgen import shards
 from textgen import tokenizer as tokenizer_module
 from textgen.corpus import open_corpus
 from textgen.errors import ConfigError, CorpusError
-from textgen.shards import (ids_dtype, load_token_cache, open_token_cache, tokenizer_sha256, write_shards)
+from textgen.shard_reader import load_token_cache
+from textgen.shards import ids_dtype, open_token_cache, tokenizer_sha256, write_shards
 from textgen.tokenizer import LEVELS, TextTokenizer
 
 from conftest import MIXED_TEXT, TINY_SETTINGS, TINY_TEXT

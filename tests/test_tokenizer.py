@@ -1,4 +1,4 @@
-"""Tests for textgen.tokenizer: exact round trips, determinism and safe loading."""
+"""Tests for textgen.tokenizer and textgen.tokenizer_file: exact round trips, determinism and safe loading."""
 
 import json
 import os
@@ -14,8 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textgen import tokenizer as tokenizer_module
+from textgen import tokenizer_file
 from textgen.errors import ConfigError, TokenizerError
-from textgen.tokenizer import LEVELS, UNK, UNK_REPLACEMENT, TextTokenizer, UnknownTokenWarning
+from textgen.tokenizer import LEVELS, UNK_REPLACEMENT, TextTokenizer, UnknownTokenWarning
+from textgen.tokenizer_file import UNK
 
 from conftest import MIXED_TEXT as CORPUS
 
@@ -274,7 +276,7 @@ def test_from_json_rejects_what_textgen_does_not_write(name):
 def test_from_json_rejects_a_changed_level_structure(char_tokenizer):
     with pytest.raises(TokenizerError, match="not one textgen writes"):
         TextTokenizer.from_json(_edited(char_tokenizer, lambda data: data.update(
-            pre_tokenizer=json.loads(tokenizer_module._split(tokenizer_module.WORD_PATTERN)))))
+            pre_tokenizer=json.loads(tokenizer_file._split(tokenizer_file.WORD_PATTERN)))))
 
     def two_characters_as_token_1(data):
         vocab = data["model"]["vocab"]
@@ -293,7 +295,7 @@ def test_from_json_rejects_non_tokenizer_json_in_one_line(text):
 
 
 def test_from_json_rejects_oversized_vocabularies(monkeypatch, char_tokenizer):
-    monkeypatch.setattr(tokenizer_module, "MAX_VOCAB_SIZE", 5)
+    monkeypatch.setattr(tokenizer_file, "MAX_VOCAB_SIZE", 5)
     with pytest.raises(TokenizerError, match="at most 5 tokens"):
         TextTokenizer.from_json(char_tokenizer.to_json())
 
@@ -306,7 +308,7 @@ def test_backend_panics_become_tokenizer_errors(monkeypatch, char_tokenizer):
         raise FakePanic("called `Option::unwrap()` on a `None` value\nstack backtrace")
 
     fake = types.SimpleNamespace(Tokenizer=types.SimpleNamespace(from_str=panicking_from_str))
-    monkeypatch.setattr(tokenizer_module, "tokenizers", fake)
+    monkeypatch.setattr(tokenizer_file, "tokenizers", fake)
     with pytest.raises(TokenizerError, match=r"cannot be loaded: FakePanic: called `Option::unwrap\(\)`[^\n]*$"):
         TextTokenizer.from_json(char_tokenizer.to_json())
 

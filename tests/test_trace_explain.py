@@ -7,13 +7,13 @@ import pytest
 from click.testing import CliRunner
 
 from reference_cells import STEPS
-from textgen.api import TextModel
 from textgen.backend import keras
 from textgen.cli import cli
 from textgen.config import CELL_TYPES, ModelConfig
 from textgen.errors import ConfigError
 from textgen.explain import explain_step, render
 from textgen.model import build_model, layer_name, named_weights
+from textgen.text_model import TextModel
 from textgen.tokenizer import TextTokenizer
 
 from conftest import TINY_TEXT

@@ -10,8 +10,8 @@ __all__ = ["load", "train", "__version__"]
 
 
 def load(path):
-    """Load a model directory written by ``textgen train``; see ``textgen.api.load``."""
-    from textgen.api import load as _load
+    """Load a model directory written by ``textgen train``; see ``textgen.text_model.load``."""
+    from textgen.text_model import load as _load
 
     return _load(path)
 

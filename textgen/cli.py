@@ -4,81 +4,23 @@ Generated text goes to stdout; progress, warnings and errors go to stderr.
 Exit codes: 0 success, 1 runtime error, 2 usage error, 75 a distributed run lost a
 worker (restart with --resume), 130 interrupted.
 Library modules are imported inside the commands so ``textgen --help`` answers
-without loading TensorFlow.
+without loading TensorFlow. The commands that look inside a model or compare
+cells (``inspect``, ``explain``, ``experiment``) live in ``textgen.cli_lab``,
+and what all commands share in ``textgen.cli_common``; both are added here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import re
 import sys
-import warnings
 
 import click
 
 from textgen.cluster_config import STRATEGIES
+from textgen.cli_common import ByteSize, Duration, library_errors
+from textgen.cli_lab import LAB_COMMANDS
 from textgen.config import CELL_TYPES, SCHEDULES, TOKENIZER_SAMPLE_BYTES, ModelConfig, SampleConfig, TrainConfig
-from textgen.trace import QUANTITIES  # plain NumPy: --help stays fast
-
-EXIT_INTERRUPTED = 130
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*$")
-_BYTE_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(?:([kmgt])(i?))?b?\s*$", re.IGNORECASE)
-
-
-class Duration(click.ParamType):
-    """A time span: ``90`` or ``90s`` (seconds), ``15m``, ``2h``; returned in seconds."""
-
-    name = "duration"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)):
-            return float(value)
-        match = _DURATION.match(str(value))
-        if not match or float(match.group(1)) <= 0:
-            self.fail(f"expected a positive duration such as 90s, 15m or 2h. Received: {value!r}", param, ctx)
-        return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-
-
-class ByteSize(click.ParamType):
-    """A number of bytes: ``500000``, ``100k``, ``100M``, ``2G`` (powers of 1000), ``64MiB`` (of 1024)."""
-
-    name = "size"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        match = _BYTE_SIZE.match(str(value))
-        if match:
-            unit, binary = (match.group(2) or "").lower(), bool(match.group(3))
-            size = int(float(match.group(1)) * (1024 if binary else 1000) ** " kmgt".index(unit or " "))
-            if size >= 1:
-                return size
-        self.fail(f"expected a positive size such as 500000, 100M or 2G. Received: {value!r}", param, ctx)
-
-
-@contextlib.contextmanager
-def library_errors():
-    """Turn library errors into one-line messages with their exit codes, here and only here."""
-    from textgen.errors import TextgenError
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        except TextgenError as exc:
-            error = click.ClickException(str(exc))
-            error.exit_code = exc.exit_code
-            raise error from None
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-        finally:
-            for warning in caught:
-                if issubclass(warning.category, UserWarning):
-                    click.echo(f"warning: {warning.message}", err=True)
-
 
 def _setup_logging() -> None:
     """Show textgen's own log lines (downloads, warnings) on stderr, and no one else's."""
@@ -177,7 +119,7 @@ def sample(model_dir, prompt, length, temperature, top_k, top_p, num_samples, st
     with library_errors():
         import secrets
 
-        from textgen.api import load
+        from textgen.text_model import load
 
         model = load(model_dir)
         if seed is None:
@@ -209,86 +151,10 @@ def sample(model_dir, prompt, length, temperature, top_k, top_p, num_samples, st
 def export(model_dir, out):
     """Export a model as a TensorFlow SavedModel: prompts in, generated text out."""
     with library_errors():
-        from textgen.api import load
+        from textgen.text_model import load
 
         path = load(model_dir).export(out)
         click.echo(f"saved {path}; load it with tf.saved_model.load('{path}')", err=True)
-
-
-@cli.command("inspect")
-@click.argument("model_dir", type=click.Path())
-@click.option("--prompt", "-p", required=True, help="Text to read; every token of it is recorded.")
-@click.option("--continue", "continuation", type=int, default=0, show_default=True,
-              help="Also sample this many tokens after the prompt, and record them.")
-@click.option("--temperature", "-t", type=float, default=SampleConfig.temperature, show_default=True,
-              help="Temperature of the continuation; 0 means greedy.")
-@click.option("--seed", type=int, help="Random seed of the continuation (default: drawn at random and printed).")
-@click.option("--layer", type=int, default=0, show_default=True, help="Layer the page and PNG show first.")
-@click.option("--quantity", type=click.Choice(QUANTITIES),
-              help="Gate or state shown first (default: cell state, or hidden state for cells without one).")
-@click.option("--unit", type=int, help="Unit shown first (default: the one that varies most over the text).")
-@click.option("--out", "-o", type=click.Path(file_okay=False),
-              help="Folder for trace.html, trace.png and trace.json (default: MODEL_DIR/inspect).")
-@click.option("--overwrite", is_flag=True, help="Replace the report files already in --out.")
-def inspect_command(model_dir, prompt, continuation, temperature, seed, layer, quantity, unit, out, overwrite):
-    """See inside the model: every layer's gates and states, token by token.
-
-    Writes a self-contained HTML page (the text coloured by one unit, with
-    pickers for layer, gate or state, and unit), a PNG heatmap and the raw
-    values as JSON. The text that was traced goes to stdout.
-    """
-    with library_errors():
-        import secrets
-        from pathlib import Path
-
-        from textgen.api import load
-        from textgen.inspect_report import check_destination, select, write_report
-
-        model = load(model_dir)
-        out = Path(out) if out else Path(model.path) / "inspect"
-        check_destination(out, overwrite=overwrite)  # before the work, not after it
-        if continuation and seed is None:
-            seed = secrets.randbelow(2**31)
-            click.echo(f"seed: {seed}", err=True)
-        trace = model.trace(prompt, continuation=continuation, temperature=temperature, seed=seed)
-        chosen = select(trace, layer, quantity, unit)
-        paths = write_report(trace, out, layer=chosen.layer, quantity=chosen.quantity, unit=chosen.unit,
-                             overwrite=overwrite)
-        click.echo("".join(trace.tokens))
-        click.echo(f"traced {len(trace.tokens)} tokens ({trace.generated_from} given, "
-                   f"{len(trace.tokens) - trace.generated_from} generated) through {len(trace.layers)} "
-                   f"{trace.cell} layer(s); showing layer {chosen.layer}, {chosen.quantity}, unit {chosen.unit}",
-                   err=True)
-        for path in paths.values():
-            click.echo(f"wrote {path}", err=True)
-
-
-@cli.command()
-@click.argument("model_dir", type=click.Path())
-@click.option("--text", "-p", required=True, help="Text the model reads; the step explained is one of its tokens.")
-@click.option("--position", type=int, default=-1, show_default=True,
-              help="Which token of --text to explain (0 is the first, -1 the last).")
-@click.option("--layer", type=int, default=0, show_default=True)
-@click.option("--unit", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the numbers as one JSON object.")
-def explain(model_dir, text, position, layer, unit, as_json):
-    """Walk through one unit's step by hand, with the model's own weights and states.
-
-    Prints every weighted sum (with its largest terms), every sigmoid and
-    tanh, what share of the long-term memory was kept, what was added, and
-    what became the short-term memory.
-    """
-    with library_errors():
-        import dataclasses
-
-        from textgen.api import load
-        from textgen.explain import explain_step, render
-
-        explanation = explain_step(load(model_dir), text, position=position, layer=layer, unit=unit)
-        if as_json:
-            click.echo(json.dumps(dataclasses.asdict(explanation), sort_keys=True))
-        else:
-            click.echo(render(explanation))
 
 
 @cli.command()
@@ -300,7 +166,7 @@ def explain(model_dir, text, position, layer, unit, as_json):
 def evaluate(model_dir, text, as_json, encoding, errors):
     """Measure a model's loss on TEXT (files, folders, globs or named corpora)."""
     with library_errors():
-        from textgen.api import load
+        from textgen.text_model import load
         from textgen.corpus import open_corpus
 
         model = load(model_dir)
@@ -348,70 +214,10 @@ def info(model_dir, as_json):
         click.echo("\n".join(lines))
 
 
-class CommaList(click.ParamType):
-    """A comma-separated list, ``10,50,100``; items converted by ``item`` (str or int)."""
-
-    name = "list"
-
-    def __init__(self, item=str):
-        self.item = item
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        items = [part.strip() for part in str(value).split(",") if part.strip()]
-        try:
-            return [self.item(part) for part in items]
-        except ValueError:
-            self.fail(f"expected a comma-separated list of {self.item.__name__} values. Received: {value!r}", param, ctx)
-
-
-@cli.group()
-def experiment():
-    """Controlled experiments on the recurrent cells."""
-
-
-@experiment.command("memory")
-@click.option("--distances", type=CommaList(int), default="10,50,100,200", show_default=True,
-              help="Dependency distances D, in tokens.")
-@click.option("--tasks", type=CommaList(), default="copy,brackets,quote", show_default=True)
-@click.option("--cells", type=CommaList(), default="rnn,gru,lstm", show_default=True)
-@click.option("--seconds-per-run", type=Duration(), default="20s", show_default=True,
-              help="CPU time each model trains for (this process, all threads; compiling not counted).")
-@click.option("--max-steps", type=int, default=5000, show_default=True, help="Step cap for each model.")
-@click.option("--parameters", "--units-budget", "parameters", type=int, default=23_000, show_default=True,
-              help="Parameter count every model is sized to, as closely as whole units allow.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--loss", "loss_on", type=click.Choice(["dependent", "all"]), default="dependent", show_default=True,
-              help="Train on the dependent positions only, or on every next token.")
-@click.option("--forget-bias", type=float,
-              help="Initial bias of the gate that keeps the state (lstm forget gate, gru update gate); "
-                   "default: the model's own initialisation, U(-1/sqrt(units), 1/sqrt(units)).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "-o", type=click.Path(file_okay=False), default="memory-experiment", show_default=True,
-              help="Directory for results.json, table.txt and the PNG plots.")
-@click.option("--no-plots", is_flag=True, help="Skip the PNG plots (and the need for matplotlib).")
-def memory(distances, tasks, cells, seconds_per_run, max_steps, parameters, batch_size, loss_on, forget_bias, seed,
-           out, no_plots):
-    """Train rnn, gru and lstm on tasks that need a memory of D steps; print the accuracy table.
-
-    Every model has about the same parameter count and trains for the same
-    CPU time; accuracy is measured at the position that depends on the
-    symbol D tokens earlier. Also measures how the gradient reaching the
-    hidden state k steps back shrinks with k. Progress goes to stderr.
-    """
-    with library_errors():
-        from textgen.experiment import MemorySettings, run_memory_experiment
-
-        settings = MemorySettings(tasks=tuple(tasks), distances=tuple(distances), cells=tuple(cells),
-                                  seconds_per_run=seconds_per_run, max_steps=max_steps, parameters=parameters,
-                                  batch_size=batch_size, loss_on=loss_on, forget_bias=forget_bias, seed=seed)
-        result = run_memory_experiment(settings, out=out, plots=not no_plots,
-                                       progress=lambda line: click.echo(line, err=True))
-        click.echo(result["table"])
-        click.echo(f"wrote {out}", err=True)
-
-
 def main():
     """Console-script entry point."""
     cli(prog_name="textgen")
+
+
+for command in LAB_COMMANDS:
+    cli.add_command(command)

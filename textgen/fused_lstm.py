@@ -4,12 +4,21 @@ The stock layer on CPU runs a generic loop that recomputes the input
 projection at every step and, in the backward pass, accumulates each weight
 gradient one small matmul per timestep. ``lstm_sequence`` instead:
 
-* projects the inputs of all timesteps with one large matmul, (B*T, E) x (E, 4U);
-* loops over time only for what is truly sequential, h_{t-1} @ U, saving the
-  gate activations;
-* in its hand-written backward pass, loops over time only for the gate
-  gradients dz_t (and dh_{t-1} = dz_t @ U^T), then forms the weight gradients
-  as single large matmuls over all timesteps: dW = X^T dZ, dU = H_prev^T dZ.
+* works time-major inside, so that every large matmul is a plain 2-D one,
+  (T*B, E) x (E, 4U), with no transposed operand for XLA to copy;
+* projects the inputs of all timesteps with that one large matmul;
+* loops over time only for what is truly sequential, h_{t-1} @ U, and
+  computes all four gates with a single sigmoid: tanh(z) = 2 sigmoid(2z) - 1,
+  so the candidate's columns of W, U and b are doubled for the forward pass;
+* in its hand-written backward pass, first computes every factor of the
+  gate gradients that does not depend on the incoming gradient, for all
+  timesteps at once, then loops over time only for dz_t (and
+  dh_{t-1} = dz_t @ U^T), and forms the weight gradients as single large
+  matmuls over all timesteps: dW = X^T dZ, dU = H_prev^T dZ.
+
+Each loop writes its per-step results over a buffer it already holds (the
+projection, then the gradient factors), so no zero-filled (T, B, 4U) buffer
+is made; a loop step compiles to seven XLA kernels where it was ten.
 
 Equations (Keras gate order i, f, c, o)::
 
@@ -28,62 +37,80 @@ from __future__ import annotations
 from textgen.backend import keras, tf
 
 
-def _forward(x, kernel, recurrent_kernel, bias):
-    """x (B, T, E) -> hidden states (T, B, U), cells (T, B, U), gates (T, B, 4U)."""
-    batch = tf.shape(x)[0]
-    steps = tf.shape(x)[1]
+def _candidate_doubled(units, dtype):
+    """(4U,) column scale: 1 for the i, f, o gates, 2 for the candidate (tanh(z) = 2 sigmoid(2z) - 1)."""
+    ones = tf.ones([units], dtype)
+    return tf.concat([ones, ones, 2.0 * ones, ones], 0)
+
+
+def _forward(x_steps, kernel, recurrent_kernel, bias):
+    """x_steps (T, B, E) -> hidden states (T, B, U), cells (T, B, U), gate values (T, B, 4U).
+
+    The gate values are sigmoid outputs for all four blocks; the candidate is
+    2 * value - 1.
+    """
+    steps, batch, features = tf.shape(x_steps)[0], tf.shape(x_steps)[1], tf.shape(x_steps)[2]
     units = tf.shape(recurrent_kernel)[0]
-    projected = tf.einsum("bte,eg->tbg", x, kernel) + bias  # (T, B, 4U): one matmul for all steps
+    scale = _candidate_doubled(units, x_steps.dtype)
+    projected = tf.matmul(tf.reshape(x_steps, [-1, features]), kernel * scale) + bias * scale  # (T*B, 4U)
+    # Step t reads its projection from slot t and overwrites it with its gate values.
+    gates = tf.TensorArray(x_steps.dtype, size=steps).unstack(tf.reshape(projected, [steps, batch, 4 * units]))
+    recurrent_scaled = recurrent_kernel * scale
 
     def step(t, h, c, hs, cs, gates):
-        z = projected[t] + tf.matmul(h, recurrent_kernel)  # (B, 4U)
-        i, f, g, o = tf.split(z, 4, axis=-1)
-        i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
-        c = f * c + i * g
+        values = tf.sigmoid(gates.read(t) + tf.matmul(h, recurrent_scaled))  # (B, 4U)
+        i, f, g, o = tf.split(values, 4, axis=-1)
+        c = f * c + i * (2.0 * g - 1.0)
         h = o * tf.tanh(c)
-        return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, tf.concat([i, f, g, o], -1))
+        return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, values)
 
-    zeros = tf.zeros([batch, units], x.dtype)
-    arrays = [tf.TensorArray(x.dtype, size=steps) for _ in range(3)]
-    _, _, _, hs, cs, gates = tf.while_loop(lambda t, *_: t < steps, step, (0, zeros, zeros, *arrays))
+    zeros = tf.zeros([batch, units], x_steps.dtype)
+    arrays = [tf.TensorArray(x_steps.dtype, size=steps) for _ in range(2)]
+    _, _, _, hs, cs, gates = tf.while_loop(lambda t, *_: t < steps, step, (0, zeros, zeros, *arrays, gates))
     return hs.stack(), cs.stack(), gates.stack()
 
 
 @tf.custom_gradient
 def lstm_sequence(x, kernel, recurrent_kernel, bias):
     """The LSTM over a whole sequence from zero state: x (B, T, E) -> h (B, T, U)."""
-    hs, cs, gates = _forward(x, kernel, recurrent_kernel, bias)
+    x_steps = tf.transpose(x, [1, 0, 2])  # (T, B, E)
+    hs, cs, gates = _forward(x_steps, kernel, recurrent_kernel, bias)
 
     def gradient(dh_sequence):
-        batch, steps = tf.shape(x)[0], tf.shape(x)[1]
+        steps, batch, features = tf.shape(x_steps)[0], tf.shape(x_steps)[1], tf.shape(x_steps)[2]
         units = tf.shape(recurrent_kernel)[0]
         dh_from_above = tf.transpose(dh_sequence, [1, 0, 2])  # (T, B, U)
-        zeros = tf.zeros([1, batch, units], x.dtype)
-        h_previous = tf.concat([zeros, hs[:-1]], 0)  # (T, B, U)
-        c_previous = tf.concat([zeros, cs[:-1]], 0)
+        c_previous = tf.concat([tf.zeros([1, batch, units], x.dtype), cs[:-1]], 0)  # (T, B, U)
+        # Everything in dz_t but dh_t and dc_t, for all steps at once: dz = [dc, dc, dc, dh] * factors.
+        i, f, g, o = tf.split(gates, 4, axis=-1)  # (T, B, U) each
+        g = 2.0 * g - 1.0
+        tanh_c = tf.tanh(cs)
+        dc_per_dh = o * (1.0 - tanh_c * tanh_c)
+        factors = tf.concat([g * i * (1.0 - i),            # input gate
+                             c_previous * f * (1.0 - f),   # forget gate
+                             i * (1.0 - g * g),            # candidate
+                             tanh_c * o * (1.0 - o)], -1)  # output gate; (T, B, 4U)
+        # Step t reads its factors from slot t and overwrites them with dz_t.
+        dzs = tf.TensorArray(x.dtype, size=steps).unstack(factors)
 
         def step(k, dh_next, dc_next, dzs):
             t = steps - 1 - k
-            i, f, g, o = tf.split(gates[t], 4, axis=-1)
-            tanh_c = tf.tanh(cs[t])
             dh = dh_from_above[t] + dh_next
-            dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-            dz = tf.concat([dc * g * i * (1.0 - i),            # input gate
-                            dc * c_previous[t] * f * (1.0 - f),  # forget gate
-                            dc * i * (1.0 - g * g),              # candidate
-                            dh * tanh_c * o * (1.0 - o)], -1)    # output gate; (B, 4U)
-            return k + 1, tf.matmul(dz, recurrent_kernel, transpose_b=True), dc * f, dzs.write(t, dz)
+            dc = dc_next + dh * dc_per_dh[t]
+            dz = tf.concat([dc, dc, dc, dh], -1) * dzs.read(t)  # (B, 4U)
+            return k + 1, tf.matmul(dz, recurrent_kernel, transpose_b=True), dc * f[t], dzs.write(t, dz)
 
         zero_state = tf.zeros([batch, units], x.dtype)
-        _, _, _, dzs = tf.while_loop(lambda k, *_: k < steps, step,
-                                     (0, zero_state, zero_state, tf.TensorArray(x.dtype, size=steps)))
+        _, _, _, dzs = tf.while_loop(lambda k, *_: k < steps, step, (0, zero_state, zero_state, dzs))
         dz_all = dzs.stack()  # (T, B, 4U)
-        # The weight gradients, each one large matmul over every timestep.
-        d_kernel = tf.einsum("bte,tbg->eg", x, dz_all)
-        d_recurrent = tf.einsum("tbu,tbg->ug", h_previous, dz_all)
-        d_bias = tf.reduce_sum(dz_all, [0, 1])
-        d_x = tf.einsum("tbg,eg->bte", dz_all, kernel)
-        return d_x, d_kernel, d_recurrent, d_bias
+        dz_rows = tf.reshape(dz_all, [-1, 4 * units])  # (T*B, 4U)
+        # The weight gradients, each one large matmul over every timestep; h_{-1} = 0 adds nothing to dU.
+        d_kernel = tf.matmul(tf.reshape(x_steps, [-1, features]), dz_rows, transpose_a=True)
+        d_recurrent = tf.matmul(tf.reshape(hs[:-1], [-1, units]), tf.reshape(dz_all[1:], [-1, 4 * units]),
+                                transpose_a=True)
+        d_bias = tf.reduce_sum(dz_rows, 0)
+        d_x = tf.reshape(tf.matmul(dz_rows, kernel, transpose_b=True), [steps, batch, features])
+        return tf.transpose(d_x, [1, 0, 2]), d_kernel, d_recurrent, d_bias
 
     return tf.transpose(hs, [1, 0, 2]), gradient
 

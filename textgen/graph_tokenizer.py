@@ -30,7 +30,8 @@ import tensorflow as tf
 from tokenizers import Regex, pre_tokenizers
 
 from textgen.errors import TokenizerError
-from textgen.tokenizer import LEVELS, UNK_ID, WORD_CHAR, TextTokenizer
+from textgen.tokenizer import LEVELS, TextTokenizer
+from textgen.tokenizer_file import UNK_ID, WORD_CHAR
 
 # The classes of a code point, as in WORD_PATTERN and BPE_PATTERN.
 _WORD, _SPACE, _OTHER = 0, 1, 2

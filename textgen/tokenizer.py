@@ -11,15 +11,15 @@ made of known characters (known words at the word level). Whatever is unknown
 becomes ``[UNK]`` (id 0), which decodes to one U+FFFD character.
 
 Tokenizer files come from model directories that may not be trusted, so
-:meth:`TextTokenizer.from_json` accepts only the structures this module writes.
+:meth:`TextTokenizer.from_json` accepts only the structures this module writes;
+``textgen.tokenizer_file`` holds that check, the atomic write and the fixed
+parts of the format ([UNK], the patterns, the size limits), re-exported here.
 """
 
 import collections
 import itertools
 import json
-import os
 import re
-import tempfile
 import warnings
 from typing import Iterable, Iterator
 
@@ -28,26 +28,21 @@ import tokenizers
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 
 from textgen.errors import ConfigError, TokenizerError
+from textgen.tokenizer_file import (BPE_PATTERN, MAX_JSON_CHARS, MAX_VOCAB_SIZE, OTHER_CHAR, SPACE_CHAR, UNK, UNK_ID,
+                                    WORD_CHAR, WORD_PATTERN, parse_tokenizer_json, read_tokenizer_json,
+                                    write_tokenizer_json)
+
+# The public names, the format's among them: those live in textgen.tokenizer_file
+# and are re-exported, so that ``from textgen.tokenizer import UNK`` still works.
+__all__ = ["BPE_PATTERN", "DEFAULT_VOCAB_SIZE", "LEVELS", "MAX_JSON_CHARS", "MAX_VOCAB_SIZE", "OTHER_CHAR",
+           "SPACE_CHAR", "UNK", "UNK_ID", "UNK_REPLACEMENT", "WORD_CHAR", "WORD_PATTERN", "TextTokenizer",
+           "UnknownTokenWarning"]
 
 LEVELS = ("char", "word", "bpe")
-UNK = "[UNK]"
-UNK_ID = 0
 # One character, so that decoded text lines up with token_lengths().
 UNK_REPLACEMENT = "\ufffd"
 # For char, the default keeps the 1023 most frequent characters plus [UNK].
 DEFAULT_VOCAB_SIZE = {"char": 1024, "word": 10_000, "bpe": 4_000}
-MAX_VOCAB_SIZE = 1_000_000
-MAX_JSON_CHARS = 256 * 1024 * 1024
-
-# The classes are spelled out, with no \w, \s or lookarounds, so that the same
-# patterns mean the same under RE2 (TensorFlow) as under Oniguruma here. Only
-# ASCII whitespace is whitespace; other Unicode spaces are "other" characters.
-# Every character is in exactly one class, so the pieces always cover the text.
-WORD_CHAR = r"[\p{L}\p{M}\p{N}_]"
-SPACE_CHAR = r"[\t\n\v\f\r ]"
-OTHER_CHAR = r"[^\p{L}\p{M}\p{N}_\t\n\v\f\r ]"
-WORD_PATTERN = f"{WORD_CHAR}+|{SPACE_CHAR}|{OTHER_CHAR}"
-BPE_PATTERN = f" ?{WORD_CHAR}+| ?{OTHER_CHAR}+|{SPACE_CHAR}+"
 _PATTERNS = {"word": WORD_PATTERN, "bpe": BPE_PATTERN}
 
 # Text is encoded in pieces of about _PIECE_CHARS, batched by about _BATCH_CHARS,
@@ -172,49 +167,18 @@ class TextTokenizer:
 
     def save(self, path) -> None:
         """Write the tokenizer to ``path`` atomically, so readers never see half a file."""
-        directory = os.path.dirname(os.fspath(path)) or "."
-        handle, temporary_path = tempfile.mkstemp(prefix=".tokenizer-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(self.to_json())
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temporary_path, 0o644)  # mkstemp makes it private; nothing in it is secret
-            os.replace(temporary_path, path)
-        except BaseException:
-            os.unlink(temporary_path)
-            raise
+        write_tokenizer_json(path, self.to_json())
 
     @classmethod
     def from_json(cls, text: str) -> "TextTokenizer":
         """Rebuild a tokenizer from tokenizer.json text, accepting only what this module writes."""
-        if len(text) > MAX_JSON_CHARS:
-            raise TokenizerError(f"tokenizer.json is too large. Received: length={len(text)}")
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise TokenizerError(f"tokenizer.json is not valid JSON: {exc}") from None
-        level = _checked_level(data)
-        try:
-            # The backend parses the checked data re-serialized, never the text
-            # itself, so it cannot read duplicate keys differently from json.loads.
-            backend = tokenizers.Tokenizer.from_str(json.dumps(data))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # a Rust panic is a BaseException, not an Exception
-            reason = (str(exc).splitlines() or [""])[0][:200]
-            raise TokenizerError(f"tokenizer.json cannot be loaded: {type(exc).__name__}: {reason}") from exc
+        backend, level = parse_tokenizer_json(text)
         return cls(backend, level)
 
     @classmethod
     def load(cls, path) -> "TextTokenizer":
         """Read a tokenizer file written by :meth:`save`."""
-        try:
-            with open(path, encoding="utf-8") as file:
-                text = file.read(MAX_JSON_CHARS + 1)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TokenizerError(f"cannot read tokenizer file {os.fspath(path)}: {exc}") from None
-        return cls.from_json(text)
+        return cls.from_json(read_tokenizer_json(path))
 
     def encode(self, text: str) -> np.ndarray:
         """The int32 ids of ``text``; anything unknown silently becomes [UNK]."""
@@ -390,65 +354,3 @@ def _safe_pieces(chunks: Iterable[str], cut_anywhere: bool) -> Iterator[str]:
     if pending:
         yield "".join(pending)
 
-
-def _reject(what: str):
-    raise TokenizerError(f"tokenizer.json is not one textgen writes: {what}")
-
-
-def _canonical(value) -> str:
-    """JSON text that tells false from 0 and 1 from 1.0, for exact comparisons."""
-    return json.dumps(value, sort_keys=True)
-
-
-def _check_fields(section: str, mapping, fixed: dict, free: set, required: set) -> None:
-    """Reject unknown or missing keys, and fixed fields with any other value."""
-    if not isinstance(mapping, dict):
-        _reject(f"{section} is not an object")
-    for key in mapping:
-        if key not in fixed and key not in free:
-            _reject(f"{section} has an unexpected key {key[:50]!r}")
-    for key in required - set(mapping):
-        _reject(f"{section} has no {key!r}")
-    for key, value in fixed.items():
-        if key in mapping and _canonical(mapping[key]) != _canonical(value):
-            _reject(f"{section}.{key} is {_canonical(mapping[key])[:80]}, not {_canonical(value)}")
-
-
-def _split(pattern: str) -> str:
-    return _canonical({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False})
-
-
-def _checked_level(data) -> str:
-    """The level of parsed tokenizer.json data that is exactly what this module writes."""
-    top_fixed = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
-                 "normalizer": None, "post_processor": None, "decoder": {"type": "Fuse"}}
-    _check_fields("tokenizer", data, top_fixed, {"pre_tokenizer", "model"}, set(top_fixed) | {"model"})
-    model, pre_tokenizer = data["model"], _canonical(data.get("pre_tokenizer"))
-    model_type = model.get("type") if isinstance(model, dict) else None
-    levels = {("BPE", _canonical(None)): "char", ("WordLevel", _split(WORD_PATTERN)): "word",
-              ("BPE", _split(BPE_PATTERN)): "bpe"}
-    level = levels.get((model_type, pre_tokenizer)) if isinstance(model_type, str) else None
-    if level is None:
-        _reject(f"model type {_canonical(model_type)[:50]} with pre_tokenizer {pre_tokenizer[:100]}")
-    if level == "word":
-        _check_fields("model", model, {"type": "WordLevel", "unk_token": UNK}, {"vocab"}, {"vocab", "unk_token"})
-    else:
-        # Missing optional fields are fine: the backend's defaults are these values.
-        bpe_fixed = {"type": "BPE", "dropout": None, "unk_token": UNK, "continuing_subword_prefix": None,
-                     "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False}
-        _check_fields("model", model, bpe_fixed, {"vocab", "merges"}, {"vocab", "merges", "unk_token"})
-    vocab, merges = model["vocab"], model.get("merges", [])
-    if not isinstance(vocab, dict) or len(vocab) > MAX_VOCAB_SIZE:
-        _reject(f"model.vocab is not an object of at most {MAX_VOCAB_SIZE} tokens")
-    ids = vocab.values()
-    if any(type(token_id) is not int for token_id in ids) or set(ids) != set(range(len(vocab))):
-        _reject("the token ids are not exactly 0 to vocab_size - 1")
-    if vocab.get(UNK) != UNK_ID or "" in vocab:
-        _reject(f"{UNK} is not token 0, or a token is empty")
-    if level == "char" and (merges != [] or any(len(token) != 1 for token in vocab if token != UNK)):
-        _reject("a char-level token is longer than one character")
-    if not isinstance(merges, list) or len(merges) >= len(vocab) or not all(
-            isinstance(merge, list) and len(merge) == 2 and all(isinstance(part, str) for part in merge)
-            for merge in merges):
-        _reject("model.merges is not a list of token pairs, fewer than the tokens")
-    return level
