@@ -82,6 +82,8 @@ def test_evaluate_prints_loss_and_json(runner, tiny_model_dir, tiny_corpus):
     (["train", "{corpus}", "--out", "{out}", "--units", "0"], 2, "units"),
     (["train", "{corpus}", "--out", "{out}", "--max-time", "soon"], 2, "duration"),
     (["train", "{corpus}", "--out", "{out}", "--tokenizer", "letters"], 2, "letters"),
+    (["train", "{corpus}", "--out", "{out}", "--preset", "fastest"], 2, "fastest"),
+    (["train", "{corpus}", "--out", "{out}", "--val-seq-length", "0"], 2, "Received: val_seq_length=0"),
     (["evaluate", "{model}", "{missing}"], 1, "no such file"),
     (["info", "{missing}"], 1, "no model directory"),
     (["frobnicate"], 2, "No such command"),

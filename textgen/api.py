@@ -20,7 +20,7 @@ from typing import Sequence
 
 from textgen import modeldir
 from textgen.backend import keras
-from textgen.config import (TOKENIZER_LEVELS, TOKENIZER_SAMPLE_BYTES, ModelConfig, TrainConfig,
+from textgen.config import (TOKENIZER_LEVELS, TOKENIZER_SAMPLE_BYTES, ModelConfig, TrainConfig, apply_preset,
                             check_tokenizer_sample_bytes)
 from textgen.corpus import open_corpus
 from textgen.data import TrainWindows, split_ids
@@ -43,14 +43,15 @@ _M, _T = ModelConfig, TrainConfig  # defaults are read from the settings classes
 def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "char", vocab_size: int | None = None,
           tokenizer_sample_bytes: int = TOKENIZER_SAMPLE_BYTES,
           cell: str = _M.cell, layers: int = _M.layers, units: int = _M.units, embedding_dim: int = _M.embedding_dim,
-          dropout: float = _M.dropout, seq_length: int = _T.seq_length, batch_size: int = _T.batch_size,
+          dropout: float = _M.dropout, seq_length: int = _T.seq_length, val_seq_length: int | None = None,
+          batch_size: int = _T.batch_size,
           epochs: int = _T.epochs, max_steps: int | None = None, max_time: float | None = None,
-          patience: int | None = _T.patience, learning_rate: float = _T.learning_rate, schedule: str = _T.schedule,
+          patience: int | None = _T.patience, learning_rate: float = _T.learning_rate, schedule: str | None = None,
           clipnorm: float = _T.clipnorm, val_fraction: float = _T.val_fraction, seed: int | None = None,
           checkpoint_every: int | None = _T.checkpoint_every, encoding: str = "utf-8", errors: str = "strict",
           overwrite: bool = False, resume: bool = False, log=None, quiet: bool = False,
           strategy: str = "default", devices: int | None = None,
-          peer_timeout: float = DEFAULT_PEER_TIMEOUT) -> TextModel:
+          peer_timeout: float = DEFAULT_PEER_TIMEOUT, preset: str | None = None) -> TextModel:
     """Train a model on a corpus and write it to the directory ``out``.
 
     ``corpus`` is a path, folder, glob or named corpus, or a list of them
@@ -72,11 +73,18 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     ``strategy`` trains on one device (``default``), on this host's GPUs or
     ``devices`` logical CPU devices (``mirrored``), or on the hosts of
     ``TF_CONFIG`` (``multiworker``, waiting up to ``peer_timeout`` seconds for
-    its peers); see ``textgen.distributed``. ``batch_size`` is the global
+    its peers); see ``textgen.distributed``.
+
+    ``preset`` names a recipe from ``textgen.config.PRESETS`` (``"budget"``:
+    cosine ``schedule`` and 256-token validation windows) whose settings apply
+    where ``schedule`` and ``val_seq_length`` are left at None; the defaults
+    are a constant learning rate and validation windows of ``seq_length``. ``batch_size`` is the global
     batch. Only the chief writes ``out``; every other worker takes the chief's
     settings (and, resuming, its checkpoint) and returns a model whose
     ``path`` is None.
     """
+    chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
+    schedule, val_seq_length = chosen["schedule"] or _T.schedule, chosen["val_seq_length"]
     # First: a strategy's devices and collectives are fixed before TensorFlow runs anything.
     cluster = start_cluster(strategy, devices=devices, peer_timeout=peer_timeout)
     follower = cluster is not None and not cluster.is_chief  # takes the chief's settings, writes to scratch
@@ -113,7 +121,7 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
             raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_LEVELS)}. "
                               f"Received: tokenizer={tokenizer!r}")
         check_tokenizer_sample_bytes(tokenizer_sample_bytes)
-        train_config = TrainConfig(seq_length=seq_length, batch_size=batch_size, epochs=epochs,
+        train_config = TrainConfig(seq_length=seq_length, val_seq_length=val_seq_length, batch_size=batch_size, epochs=epochs,
                                    max_steps=max_steps, max_time=max_time, patience=patience,
                                    learning_rate=learning_rate, schedule=schedule, clipnorm=clipnorm, val_fraction=val_fraction,
                                    seed=seed if seed is not None else secrets.randbelow(2**31),

@@ -20,7 +20,7 @@ import click
 from textgen.cluster_config import STRATEGIES
 from textgen.cli_common import ByteSize, Duration, library_errors
 from textgen.cli_lab import LAB_COMMANDS
-from textgen.config import CELL_TYPES, SCHEDULES, TOKENIZER_SAMPLE_BYTES, ModelConfig, SampleConfig, TrainConfig
+from textgen.config import CELL_TYPES, PRESETS, SCHEDULES, TOKENIZER_SAMPLE_BYTES, ModelConfig, SampleConfig, TrainConfig
 
 def _setup_logging() -> None:
     """Show textgen's own log lines (downloads, warnings) on stderr, and no one else's."""
@@ -59,6 +59,8 @@ def cli():
 @click.option("--embedding-dim", type=int, default=ModelConfig.embedding_dim, show_default=True)
 @click.option("--dropout", type=float, default=ModelConfig.dropout, show_default=True, help="Dropout after each recurrent layer.")
 @click.option("--seq-length", type=int, default=TrainConfig.seq_length, show_default=True, help="Tokens per training window.")
+@click.option("--val-seq-length", type=int,
+              help="Tokens per validation window, each scored from an empty state (default: --seq-length).")
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
 @click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
 @click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
@@ -66,11 +68,14 @@ def cli():
 @click.option("--patience", type=int, default=TrainConfig.patience, show_default=True,
               help="Stop after this many epochs without a better validation loss (0: never).")
 @click.option("--learning-rate", type=float, default=TrainConfig.learning_rate, show_default=True)
-@click.option("--schedule", type=click.Choice(SCHEDULES), default=TrainConfig.schedule, show_default=True,
+@click.option("--schedule", type=click.Choice(SCHEDULES), show_default=TrainConfig.schedule,
               help="Learning rate: constant, or cosine decay to 10% by the first limit (steps, time, epochs).")
 @click.option("--clipnorm", type=float, default=TrainConfig.clipnorm, show_default=True, help="Clip the gradient's global norm.")
 @click.option("--val-fraction", type=float, default=TrainConfig.val_fraction, show_default=True,
               help="The last part of the corpus held out for validation.")
+@click.option("--preset", type=click.Choice(list(PRESETS)),
+              help="A named recipe for the options not given. budget: --schedule cosine --val-seq-length 256, "
+                   "the best model within a --max-time.")
 @click.option("--seed", type=int, help="Random seed (default: drawn at random, then printed and recorded).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files.")
 @click.option("--errors", type=click.Choice(["strict", "replace", "ignore"]), default="strict", show_default=True,
@@ -83,7 +88,8 @@ def cli():
               help="multiworker: how long to wait for the other workers to start and for each step's "
                    "all-reduce.")
 def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_size, tokenizer_sample_bytes, cell, layers, units, embedding_dim, dropout, seq_length,
-          batch_size, epochs, max_steps, max_time, patience, learning_rate, schedule, clipnorm, val_fraction, seed,
+          val_seq_length, batch_size, epochs, max_steps, max_time, patience, learning_rate, schedule, clipnorm,
+          val_fraction, preset, seed,
           encoding, errors, strategy, devices, peer_timeout):
     """Train a model on CORPUS and write it to --out.
 
@@ -98,10 +104,11 @@ def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_siz
         train_model(list(corpus), out=out, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
                     tokenizer=tokenizer, vocab_size=vocab_size, tokenizer_sample_bytes=tokenizer_sample_bytes,
                     cell=cell, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout,
-                    seq_length=seq_length, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
+                    seq_length=seq_length, val_seq_length=val_seq_length, batch_size=batch_size, epochs=epochs,
+                    max_steps=max_steps,
                     max_time=max_time, patience=patience or None, learning_rate=learning_rate, schedule=schedule,
                     clipnorm=clipnorm, val_fraction=val_fraction, seed=seed, encoding=encoding, errors=errors,
-                    strategy=strategy, devices=devices, peer_timeout=peer_timeout)
+                    strategy=strategy, devices=devices, peer_timeout=peer_timeout, preset=preset)
 
 
 @cli.command()

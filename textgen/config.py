@@ -25,6 +25,33 @@ TOKENIZER_SAMPLE_BYTES = 100_000_000
 SCHEDULES = ("constant", "cosine")
 COSINE_FLOOR = 0.1
 
+# Named recipes: settings a preset puts in place of the defaults; options given
+# explicitly still win. "budget" is the recipe for the best model within a fixed
+# --max-time (BENCHMARKS.md, quality in 15 minutes): the learning rate decays
+# along a cosine to the time limit, and validation scores windows of 256 tokens,
+# the context nanoGPT's char-level figures are measured with, so the two compare.
+PRESETS = {
+    "budget": {"schedule": "cosine", "val_seq_length": 256},
+}
+
+
+
+def apply_preset(preset: str | None, **settings):
+    """``settings`` with ``preset``'s values in place of those left at None (not given).
+
+    Every setting a preset names must be passed, so that a preset can only fill
+    in what the caller left open.
+    """
+    if preset is None:
+        return settings
+    if preset not in PRESETS:
+        _fail(f"preset must be one of {', '.join(PRESETS)}", "preset", preset)
+    missing = sorted(set(PRESETS[preset]) - set(settings))
+    if missing:
+        raise TypeError(f"apply_preset needs every setting the preset names. Received: missing={missing}")
+    return {key: PRESETS[preset].get(key) if value is None else value for key, value in settings.items()}
+
+
 # The recurrent cells a model can stack (their maths is in ``textgen.cells``).
 CELL_TYPES = ("lstm", "peephole", "cifg", "gru", "rnn")
 
@@ -129,6 +156,10 @@ class TrainConfig:
     """How a model is trained. ``None`` for a limit means "no limit"."""
 
     seq_length: int = 100
+    # Tokens per validation window (None: seq_length). Each window is scored from an
+    # empty state, so its first tokens see little context: longer windows measure
+    # the model with more of it.
+    val_seq_length: int | None = None
     batch_size: int = 32
     epochs: int = 20
     max_steps: int | None = None
@@ -143,6 +174,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_int("seq_length", self.seq_length, 1, 100_000)
+        if self.val_seq_length is not None:
+            _check_int("val_seq_length", self.val_seq_length, 1, 100_000)
         _check_int("batch_size", self.batch_size, 1, 65_536)
         _check_int("epochs", self.epochs, 1, 1_000_000)
         if self.max_steps is not None:
@@ -159,6 +192,11 @@ class TrainConfig:
         _check_int("seed", self.seed, 0, 2**31 - 1)
         if self.checkpoint_every is not None:
             _check_int("checkpoint_every", self.checkpoint_every, 1, 10**12)
+
+    @property
+    def validation_window(self) -> int:
+        """Tokens per validation window."""
+        return self.val_seq_length or self.seq_length
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -188,7 +188,7 @@ class TextModel:
         if len(ids) < 2:
             raise TrainingError(f"text is too short to evaluate: it needs at least 2 tokens. Received: tokens={len(ids)}")
         evaluator = Evaluator(self.keras_model, self.tokenizer.token_lengths(),
-                              self.train_config.seq_length, self.train_config.batch_size)
+                              self.train_config.validation_window, self.train_config.batch_size)
         result = evaluator.evaluate(ids)
         return {"loss": result.loss, "bits_per_char": result.bits_per_char, "perplexity": result.perplexity,
                 "tokens": result.tokens, "characters": result.characters}

@@ -149,7 +149,7 @@ class Trainer:
         with cluster.scope() if cluster else contextlib.nullcontext():
             self.optimizer = make_optimizer(config)
             self.optimizer.build(model.trainable_variables)
-        self.evaluator = Evaluator(model, token_lengths, config.seq_length, config.batch_size)
+        self.evaluator = Evaluator(model, token_lengths, config.validation_window, config.batch_size)
         # XLA fuses the LSTM's per-step ops, which Keras leaves uncompiled on CPU.
         self._train_step = tf.function(self._step, jit_compile=True)
         self._replicated = cluster.make_step(model, self.optimizer, config.batch_size, config.seq_length) \
