@@ -73,15 +73,16 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     ``strategy`` trains on one device (``default``), on this host's GPUs or
     ``devices`` logical CPU devices (``mirrored``), or on the hosts of
     ``TF_CONFIG`` (``multiworker``, waiting up to ``peer_timeout`` seconds for
-    its peers); see ``textgen.distributed``.
-
-    ``preset`` names a recipe from ``textgen.config.PRESETS`` (``"budget"``:
-    cosine ``schedule`` and 256-token validation windows) whose settings apply
-    where ``schedule`` and ``val_seq_length`` are left at None; the defaults
-    are a constant learning rate and validation windows of ``seq_length``. ``batch_size`` is the global
+    its peers); see ``textgen.distributed``. ``batch_size`` is the global
     batch. Only the chief writes ``out``; every other worker takes the chief's
     settings (and, resuming, its checkpoint) and returns a model whose
     ``path`` is None.
+
+    ``preset`` names a recipe from ``textgen.config.PRESETS`` (``"budget"``:
+    cosine ``schedule`` and 256-token validation windows) whose settings apply
+    where ``schedule`` and ``val_seq_length`` are left at None; without one,
+    the learning rate is constant and validation windows are ``seq_length``
+    tokens long.
     """
     chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
     schedule, val_seq_length = chosen["schedule"] or _T.schedule, chosen["val_seq_length"]
@@ -121,8 +122,8 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
             raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_LEVELS)}. "
                               f"Received: tokenizer={tokenizer!r}")
         check_tokenizer_sample_bytes(tokenizer_sample_bytes)
-        train_config = TrainConfig(seq_length=seq_length, val_seq_length=val_seq_length, batch_size=batch_size, epochs=epochs,
-                                   max_steps=max_steps, max_time=max_time, patience=patience,
+        train_config = TrainConfig(seq_length=seq_length, val_seq_length=val_seq_length, batch_size=batch_size,
+                                   epochs=epochs, max_steps=max_steps, max_time=max_time, patience=patience,
                                    learning_rate=learning_rate, schedule=schedule, clipnorm=clipnorm, val_fraction=val_fraction,
                                    seed=seed if seed is not None else secrets.randbelow(2**31),
                                    checkpoint_every=checkpoint_every)

@@ -35,7 +35,6 @@ PRESETS = {
 }
 
 
-
 def apply_preset(preset: str | None, **settings):
     """``settings`` with ``preset``'s values in place of those left at None (not given).
 
