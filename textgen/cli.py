@@ -105,8 +105,8 @@ def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_siz
                     tokenizer=tokenizer, vocab_size=vocab_size, tokenizer_sample_bytes=tokenizer_sample_bytes,
                     cell=cell, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout,
                     seq_length=seq_length, val_seq_length=val_seq_length, batch_size=batch_size, epochs=epochs,
-                    max_steps=max_steps,
-                    max_time=max_time, patience=patience or None, learning_rate=learning_rate, schedule=schedule,
+                    max_steps=max_steps, max_time=max_time, patience=patience or None, learning_rate=learning_rate,
+                    schedule=schedule,
                     clipnorm=clipnorm, val_fraction=val_fraction, seed=seed, encoding=encoding, errors=errors,
                     strategy=strategy, devices=devices, peer_timeout=peer_timeout, preset=preset)
 
