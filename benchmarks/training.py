@@ -10,10 +10,13 @@ shape, corpus, batch and sequence length, so that its peak RSS is its own and
 its TensorFlow start-up settings (oneDNN) are its own:
 
 * ``textgen``: textgen's model and training step (``FusedLSTM``, oneDNN on,
-  XLA-compiled step, PyTorch-style initialisation) and its in-graph generation loop;
+  XLA-compiled step, PyTorch-style initialisation), its in-graph generation loop,
+  and its compiled evaluation (``Evaluator``, batches of ``--batch-size`` windows),
+  as ``textgen train`` validates;
 * ``keras``: stock Keras with its defaults (``model.compile`` + ``train_on_batch``,
   oneDNN off as TensorFlow leaves it on this CPU) and a Python loop over a
-  one-step model for generation, as the TensorFlow text-generation tutorial does;
+  one-step model for generation, as the TensorFlow text-generation tutorial does,
+  and eager evaluation in batches of 128 windows;
 * ``torch``: ``torch.nn.LSTM`` (oneDNN's fused LSTM on CPU), if torch is installed
   (``pip install -e ".[bench]"``).
 
@@ -84,7 +87,7 @@ def tensorflow_engine(args, vocab: int, textgen_path: bool):
         from textgen.config import ModelConfig, TrainConfig
         from textgen.generate import Generator
         from textgen.model import ModelStep, build_model
-        from textgen.training import Trainer
+        from textgen.training import Evaluator, Trainer
 
         config = ModelConfig(vocab_size=vocab, layers=args.layers, units=args.units,
                              embedding_dim=args.embedding_dim, dropout=0.0)
@@ -97,6 +100,13 @@ def tensorflow_engine(args, vocab: int, textgen_path: bool):
         def generate(tokens: int) -> None:
             generator.generate(tf.constant([1], tf.int32), tf.constant([1], tf.int32), tokens, 0.8, 0, 1.0,
                                tf.constant(1, tf.int64), tf.constant([], tf.string))[0].numpy()
+
+        # textgen's own compiled evaluation, as `textgen train` validates: the same windows as
+        # eval_windows (x is y shifted by one), so the loss is the same quantity as the others'.
+        evaluator = Evaluator(model, np.ones(vocab), args.seq_length, args.batch_size)
+
+        def val_loss(x, y) -> float:
+            return evaluator.evaluate(np.concatenate([x.reshape(-1), y[-1, -1:]])).loss
     else:
         os.environ["KERAS_BACKEND"] = "tensorflow"
         import keras
@@ -135,13 +145,13 @@ def tensorflow_engine(args, vocab: int, textgen_path: bool):
                 logits, *states = one_step([token, *states], training=False)
                 token = tf.random.categorical(logits[:, -1] / 0.8, 1, dtype=tf.int32)
 
-    def val_loss(x, y) -> float:
-        total = 0.0
-        for first in range(0, len(x), 128):
-            logits = model(x[first : first + 128], training=False)
-            total += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(
-                y[first : first + 128], logits, from_logits=True)))
-        return total / y.size
+        def val_loss(x, y) -> float:
+            total = 0.0
+            for first in range(0, len(x), 128):
+                logits = model(x[first : first + 128], training=False)
+                total += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(
+                    y[first : first + 128], logits, from_logits=True)))
+            return total / y.size
 
     return (lambda x, y: float(step(x, y))), val_loss, generate
 

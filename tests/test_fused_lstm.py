@@ -80,3 +80,78 @@ def test_lstm_sequence_matches_a_numpy_reference(shape):
         h = sigmoid(o) * np.tanh(c)
         expected.append(h)
     np.testing.assert_allclose(lstm_sequence(x, kernel, recurrent, bias).numpy(), np.stack(expected, 1), atol=1e-5)
+
+
+def embedded_twins(vocab_size, units=6, features=5):
+    """A stock Embedding + LSTM and an Embedding + FusedLSTM that reads token ids, with equal weights."""
+    stock_embedding = keras.layers.Embedding(vocab_size, features)
+    fused_embedding = keras.layers.Embedding(vocab_size, features)
+    stock, fused = twin_layers(units, features)
+    fused.read_tokens_from(fused_embedding)
+    for embedding in (stock_embedding, fused_embedding):
+        embedding.build((None, None))
+        embedding.set_weights([np.random.default_rng(4).normal(size=(vocab_size, features)).astype(np.float32)])
+    return (stock_embedding, stock), (fused_embedding, fused)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "xla"])
+def test_the_token_path_matches_embedding_then_the_stock_layer(compiled, monkeypatch):
+    import textgen.fused_lstm as module
+
+    folded = []
+    real = module.lstm_sequence_from_tokens
+    monkeypatch.setattr(module, "lstm_sequence_from_tokens", lambda *args: folded.append(1) or real(*args))
+    # 7 token ids over 3 x 9 positions, so ids repeat and their gradients must sum.
+    tokens = tf.constant(np.random.default_rng(5).integers(0, 7, (3, 9)).astype(np.int32))
+    upstream = tf.constant(np.random.default_rng(6).normal(size=(3, 9, 6)).astype(np.float32))
+
+    def outputs_and_gradients(embedding, layer):
+        with tf.GradientTape() as tape:
+            x = embedding(tokens)
+            out = layer(x, token_ids=tokens) if isinstance(layer, FusedLSTM) else layer(x)
+            loss = tf.reduce_sum(out * upstream)
+        variables = [*embedding.trainable_weights, *layer.trainable_weights]
+        return out, [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+
+    results = []
+    for pair in embedded_twins(vocab_size=7):
+        run = tf.function(lambda pair=pair: outputs_and_gradients(*pair), jit_compile=True) if compiled \
+            else (lambda pair=pair: outputs_and_gradients(*pair))
+        out, grads = run()
+        results.append((out.numpy(), [g.numpy() for g in grads]))
+    assert folded, "the fused layer did not take the token path"
+    (stock_out, stock_grads), (fused_out, fused_grads) = results
+    np.testing.assert_allclose(fused_out, stock_out, atol=1e-5)
+    assert len(fused_grads) == len(stock_grads) == 4  # embeddings, kernel, recurrent kernel, bias
+    for fused_grad, stock_grad in zip(fused_grads, stock_grads):
+        np.testing.assert_allclose(fused_grad, stock_grad, atol=1e-4, rtol=1e-4)
+
+
+def test_the_token_path_is_skipped_when_the_vocabulary_outnumbers_the_batch(monkeypatch):
+    import textgen.fused_lstm as module
+
+    calls = []
+    for name in ("lstm_sequence", "lstm_sequence_from_tokens"):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, name=name, real=real: calls.append(name) or real(*args))
+    _, (embedding, fused) = embedded_twins(vocab_size=50)
+    small_batch = tf.zeros([2, 4], tf.int32)  # 8 positions < 50 ids: three (V, E) x (E, 4U) matmuls would cost more
+    fused(embedding(small_batch), token_ids=small_batch)
+    large_batch = tf.zeros([5, 10], tf.int32)
+    fused(embedding(large_batch), token_ids=large_batch)
+    assert calls == ["lstm_sequence", "lstm_sequence_from_tokens"]
+
+
+def test_without_the_fast_path_token_ids_are_ignored_and_the_stock_layer_runs(monkeypatch):
+    import textgen.fused_lstm as module
+
+    # As on a GPU, where the stock layer (cuDNN) runs on the embedding's output.
+    (stock_embedding, stock), (fused_embedding, fused) = embedded_twins(vocab_size=7)
+    monkeypatch.setattr(FusedLSTM, "_fast_path_applies", lambda self, initial_state, mask: False)
+    calls = []
+    for name in ("lstm_sequence", "lstm_sequence_from_tokens"):
+        monkeypatch.setattr(module, name, lambda *args, name=name: calls.append(name))
+    tokens = tf.constant(np.random.default_rng(7).integers(0, 7, (3, 9)).astype(np.int32))
+    np.testing.assert_allclose(fused(fused_embedding(tokens), token_ids=tokens).numpy(),
+                               stock(stock_embedding(tokens)).numpy(), atol=1e-5)
+    assert calls == []

@@ -50,3 +50,28 @@ def test_single_step_form_matches_the_sequence_model(cell):
     for t in range(9):
         logits, states = step.step(tf.constant(tokens[:, t]), states)
         np.testing.assert_allclose(logits.numpy(), expected[:, t], atol=1e-5)
+
+
+def test_the_first_lstm_layer_folds_the_embedding_and_the_gradients_stay_the_same(monkeypatch):
+    import textgen.fused_lstm as fused_lstm
+
+    config = ModelConfig(vocab_size=13, layers=2, units=6, embedding_dim=5)
+    model = randomized(build_model(config))
+    tokens = np.random.default_rng(1).integers(0, 13, (4, 7)).astype(np.int32)  # 28 positions >= 13 ids
+    folded = []
+    real = fused_lstm.lstm_sequence_from_tokens
+    monkeypatch.setattr(fused_lstm, "lstm_sequence_from_tokens", lambda *args: folded.append(1) or real(*args))
+
+    def loss_and_gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(model(tokens)))  # (B, T, V) -> ()
+        return loss.numpy(), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+    loss, gradients = loss_and_gradients()
+    assert folded == [1]
+    monkeypatch.setattr(model.get_layer("lstm_0"), "_embeddings_to_fold", lambda token_ids: None)
+    unfolded_loss, unfolded_gradients = loss_and_gradients()
+    assert folded == [1]  # the second pass took the embedding's output instead
+    np.testing.assert_allclose(loss, unfolded_loss, rtol=1e-5)
+    for gradient, unfolded in zip(gradients, unfolded_gradients):
+        np.testing.assert_allclose(gradient, unfolded, atol=1e-5, rtol=1e-4)

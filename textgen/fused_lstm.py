@@ -17,6 +17,14 @@ gradient one small matmul per timestep. ``lstm_sequence`` instead:
   forms the weight gradients as single large matmuls over all timesteps:
   dW = X^T dZ, dU = H_prev^T dZ.
 
+The first layer of a textgen model reads an embedding, and
+``lstm_sequence_from_tokens`` folds its input projection into the embedding
+table: the forward pass gathers rows of the (V, 4U) table E W + b instead of
+multiplying (T*B, E) x (E, 4U), and the backward pass sums dz_t per token
+into a (V, 4U) table and forms dW, dE and db from that. For characters
+(V = 65 against T*B = 6,400) it raised 2x512 training throughput by about
+9% and left 2x256 unchanged within noise (BENCHMARKS.md).
+
 Each loop writes its per-step results over a buffer it already holds (the
 projection, then the gradient factors), so no zero-filled (T, B, 4U) buffer
 is made; a loop step compiles to seven XLA kernels where it was ten.
@@ -35,6 +43,8 @@ GPU where cuDNN is faster, defers to the stock implementation.
 
 from __future__ import annotations
 
+import weakref
+
 from textgen.backend import keras, tf
 
 
@@ -44,19 +54,17 @@ def _candidate_doubled(units, dtype):
     return tf.concat([ones, ones, 2.0 * ones, ones], 0)
 
 
-def _forward(x_steps, kernel, recurrent_kernel, bias):
-    """x_steps (T, B, E) -> hidden states (T, B, U), cells (T, B, U), gate values (T, B, 4U).
+def _recurrence(projected, recurrent_kernel):
+    """projected (T, B, 4U), x_t W + b with candidate columns doubled -> h (T, B, U), c (T, B, U), gates (T, B, 4U).
 
     The gate values are sigmoid outputs for all four blocks; the candidate is
     2 * value - 1.
     """
-    steps, batch, features = tf.shape(x_steps)[0], tf.shape(x_steps)[1], tf.shape(x_steps)[2]
+    steps, batch = tf.shape(projected)[0], tf.shape(projected)[1]
     units = tf.shape(recurrent_kernel)[0]
-    scale = _candidate_doubled(units, x_steps.dtype)
-    projected = tf.matmul(tf.reshape(x_steps, [-1, features]), kernel * scale) + bias * scale  # (T*B, 4U)
     # Step t reads its projection from slot t and overwrites it with its gate values.
-    gates = tf.TensorArray(x_steps.dtype, size=steps).unstack(tf.reshape(projected, [steps, batch, 4 * units]))
-    recurrent_scaled = recurrent_kernel * scale
+    gates = tf.TensorArray(projected.dtype, size=steps).unstack(projected)
+    recurrent_scaled = recurrent_kernel * _candidate_doubled(units, projected.dtype)
 
     def step(t, h, c, hs, cs, gates):
         values = tf.sigmoid(gates.read(t) + tf.matmul(h, recurrent_scaled))  # (B, 4U)
@@ -65,56 +73,100 @@ def _forward(x_steps, kernel, recurrent_kernel, bias):
         h = o * tf.tanh(c)
         return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, values)
 
-    zeros = tf.zeros([batch, units], x_steps.dtype)
-    arrays = [tf.TensorArray(x_steps.dtype, size=steps) for _ in range(2)]
+    zeros = tf.zeros([batch, units], projected.dtype)
+    arrays = [tf.TensorArray(projected.dtype, size=steps) for _ in range(2)]
     _, _, _, hs, cs, gates = tf.while_loop(lambda t, *_: t < steps, step, (0, zeros, zeros, *arrays, gates))
     return hs.stack(), cs.stack(), gates.stack()
+
+
+def _recurrence_gradient(dh_from_above, hs, cs, gates, recurrent_kernel):
+    """Backward pass through time: dh (T, B, U) from above -> dz (T*B, 4U) for every gate input, and dU.
+
+    dz is the gradient with respect to z_t = x_t W + h_{t-1} U + b itself
+    (not the doubled form), so dW, db and dx follow from it directly.
+    """
+    steps, batch, units = tf.shape(cs)[0], tf.shape(cs)[1], tf.shape(cs)[2]
+    dtype = cs.dtype
+    c_previous = tf.concat([tf.zeros([1, batch, units], dtype), cs[:-1]], 0)  # (T, B, U)
+    # Everything in dz_t but dh_t and dc_t, for all steps at once: dz = [dc, dc, dc, dh] * factors.
+    i, f, g, o = tf.split(gates, 4, axis=-1)  # (T, B, U) each
+    g = 2.0 * g - 1.0
+    tanh_c = tf.tanh(cs)
+    dc_per_dh = o * (1.0 - tanh_c * tanh_c)
+    factors = tf.concat([g * i * (1.0 - i),            # input gate
+                         c_previous * f * (1.0 - f),   # forget gate
+                         i * (1.0 - g * g),            # candidate
+                         tanh_c * o * (1.0 - o)], -1)  # output gate; (T, B, 4U)
+    # Step t reads its factors from slot t and overwrites them with dz_t.
+    dzs = tf.TensorArray(dtype, size=steps).unstack(factors)
+    # U^T is made once, outside the loop: with a plain (B, 4U) x (4U, U) matmul per step instead of
+    # one on a transposed operand, the whole 2x512 training step ran 5% faster (BENCHMARKS.md).
+    recurrent_transposed = tf.transpose(recurrent_kernel)  # (4U, U)
+
+    def step(k, dh_next, dc_next, dzs):
+        t = steps - 1 - k
+        dh = dh_from_above[t] + dh_next
+        dc = dc_next + dh * dc_per_dh[t]
+        dz = tf.concat([dc, dc, dc, dh], -1) * dzs.read(t)  # (B, 4U)
+        return k + 1, tf.matmul(dz, recurrent_transposed), dc * f[t], dzs.write(t, dz)
+
+    zero_state = tf.zeros([batch, units], dtype)
+    _, _, _, dzs = tf.while_loop(lambda k, *_: k < steps, step, (0, zero_state, zero_state, dzs))
+    dz_all = dzs.stack()  # (T, B, 4U)
+    # dU as one large matmul over every timestep; h_{-1} = 0 adds nothing to it.
+    d_recurrent = tf.matmul(tf.reshape(hs[:-1], [-1, units]), tf.reshape(dz_all[1:], [-1, 4 * units]),
+                            transpose_a=True)
+    return tf.reshape(dz_all, [-1, 4 * units]), d_recurrent
 
 
 @tf.custom_gradient
 def lstm_sequence(x, kernel, recurrent_kernel, bias):
     """The LSTM over a whole sequence from zero state: x (B, T, E) -> h (B, T, U)."""
-    x_steps = tf.transpose(x, [1, 0, 2])  # (T, B, E)
-    hs, cs, gates = _forward(x_steps, kernel, recurrent_kernel, bias)
+    batch, steps, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+    units = tf.shape(recurrent_kernel)[0]
+    x_rows = tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, features])  # (T*B, E), time-major
+    scale = _candidate_doubled(units, x.dtype)
+    projected = tf.matmul(x_rows, kernel * scale) + bias * scale  # (T*B, 4U)
+    hs, cs, gates = _recurrence(tf.reshape(projected, [steps, batch, 4 * units]), recurrent_kernel)
 
     def gradient(dh_sequence):
-        steps, batch, features = tf.shape(x_steps)[0], tf.shape(x_steps)[1], tf.shape(x_steps)[2]
-        units = tf.shape(recurrent_kernel)[0]
-        dh_from_above = tf.transpose(dh_sequence, [1, 0, 2])  # (T, B, U)
-        c_previous = tf.concat([tf.zeros([1, batch, units], x.dtype), cs[:-1]], 0)  # (T, B, U)
-        # Everything in dz_t but dh_t and dc_t, for all steps at once: dz = [dc, dc, dc, dh] * factors.
-        i, f, g, o = tf.split(gates, 4, axis=-1)  # (T, B, U) each
-        g = 2.0 * g - 1.0
-        tanh_c = tf.tanh(cs)
-        dc_per_dh = o * (1.0 - tanh_c * tanh_c)
-        factors = tf.concat([g * i * (1.0 - i),            # input gate
-                             c_previous * f * (1.0 - f),   # forget gate
-                             i * (1.0 - g * g),            # candidate
-                             tanh_c * o * (1.0 - o)], -1)  # output gate; (T, B, 4U)
-        # Step t reads its factors from slot t and overwrites them with dz_t.
-        dzs = tf.TensorArray(x.dtype, size=steps).unstack(factors)
-
-        def step(k, dh_next, dc_next, dzs):
-            t = steps - 1 - k
-            dh = dh_from_above[t] + dh_next
-            dc = dc_next + dh * dc_per_dh[t]
-            dz = tf.concat([dc, dc, dc, dh], -1) * dzs.read(t)  # (B, 4U)
-            return k + 1, tf.matmul(dz, recurrent_transposed), dc * f[t], dzs.write(t, dz)
-
-        zero_state = tf.zeros([batch, units], x.dtype)
-        # U^T is made once, outside the loop: with a plain (B, 4U) x (4U, U) matmul per step instead of
-        # one on a transposed operand, the whole 2x512 training step ran 5% faster (BENCHMARKS.md).
-        recurrent_transposed = tf.transpose(recurrent_kernel)  # (4U, U)
-        _, _, _, dzs = tf.while_loop(lambda k, *_: k < steps, step, (0, zero_state, zero_state, dzs))
-        dz_all = dzs.stack()  # (T, B, 4U)
-        dz_rows = tf.reshape(dz_all, [-1, 4 * units])  # (T*B, 4U)
-        # The weight gradients, each one large matmul over every timestep; h_{-1} = 0 adds nothing to dU.
-        d_kernel = tf.matmul(tf.reshape(x_steps, [-1, features]), dz_rows, transpose_a=True)
-        d_recurrent = tf.matmul(tf.reshape(hs[:-1], [-1, units]), tf.reshape(dz_all[1:], [-1, 4 * units]),
-                                transpose_a=True)
-        d_bias = tf.reduce_sum(dz_rows, 0)
+        dz_rows, d_recurrent = _recurrence_gradient(tf.transpose(dh_sequence, [1, 0, 2]), hs, cs, gates,
+                                                    recurrent_kernel)  # (T*B, 4U)
+        # dW as one large matmul over every timestep: X^T dZ.
+        d_kernel = tf.matmul(x_rows, dz_rows, transpose_a=True)
         d_x = tf.reshape(tf.matmul(dz_rows, kernel, transpose_b=True), [steps, batch, features])
-        return tf.transpose(d_x, [1, 0, 2]), d_kernel, d_recurrent, d_bias
+        return tf.transpose(d_x, [1, 0, 2]), d_kernel, d_recurrent, tf.reduce_sum(dz_rows, 0)
+
+    return tf.transpose(hs, [1, 0, 2]), gradient
+
+
+@tf.custom_gradient
+def lstm_sequence_from_tokens(tokens, embeddings, kernel, recurrent_kernel, bias):
+    """Embedding then LSTM from zero state, in one: token ids (B, T) -> h (B, T, U).
+
+    The same maths as ``lstm_sequence(gather(embeddings, tokens), ...)``, with
+    the input projection folded into the embedding table: x_t W + b is row
+    token_t of the (V, 4U) table E W + b, so the forward pass gathers rows
+    instead of a (T*B, E) x (E, 4U) matmul, and the backward pass sums dz_t
+    per token into a (V, 4U) table (dT) instead of two more such matmuls:
+    dW = E^T dT, dE = dT W^T, db = column sums of dT. It pays while the
+    vocabulary is smaller than the batch's T*B tokens, as for characters.
+    """
+    batch, steps = tf.shape(tokens)[0], tf.shape(tokens)[1]
+    vocab_size, units = tf.shape(embeddings)[0], tf.shape(recurrent_kernel)[0]
+    ids = tf.reshape(tf.transpose(tokens), [-1])  # (T*B,), time-major
+    scale = _candidate_doubled(units, embeddings.dtype)
+    table = tf.matmul(embeddings, kernel * scale) + bias * scale  # (V, 4U)
+    projected = tf.gather(table, ids)  # (T*B, 4U)
+    hs, cs, gates = _recurrence(tf.reshape(projected, [steps, batch, 4 * units]), recurrent_kernel)
+
+    def gradient(dh_sequence):
+        dz_rows, d_recurrent = _recurrence_gradient(tf.transpose(dh_sequence, [1, 0, 2]), hs, cs, gates,
+                                                    recurrent_kernel)  # (T*B, 4U)
+        d_table = tf.math.unsorted_segment_sum(dz_rows, ids, vocab_size)  # (V, 4U)
+        d_embeddings = tf.matmul(d_table, kernel, transpose_b=True)  # (V, E)
+        d_kernel = tf.matmul(embeddings, d_table, transpose_a=True)  # (E, 4U)
+        return None, d_embeddings, d_kernel, d_recurrent, tf.reduce_sum(d_table, 0)
 
     return tf.transpose(hs, [1, 0, 2]), gradient
 
@@ -125,7 +177,22 @@ class FusedLSTM(keras.layers.LSTM):
     The fast path applies to the configuration textgen builds: full sequences
     returned, zero initial state, no mask, no in-layer dropout, the default
     activations, and no GPU (there the stock layer uses cuDNN).
+
+    A first layer that reads an ``Embedding`` directly can be told so with
+    ``read_tokens_from(embedding)`` and called as ``layer(x, token_ids=tokens)``:
+    its fast path then runs ``lstm_sequence_from_tokens`` on the token ids and
+    the embedding's variable, and ``x`` (the embedding's output) is only used
+    by the stock path. The weights, their names and the maths stay the stock
+    layer's, so a GPU still takes cuDNN.
     """
+
+    _token_embedding = None  # a weak reference to the Embedding layer whose output this layer reads
+
+    def read_tokens_from(self, embedding: keras.layers.Embedding) -> None:
+        """Let the fast path fold this layer's input projection into ``embedding``'s table."""
+        # A weak reference, not an attribute Keras would track: the embedding stays its own layer, owns its
+        # variable, and is saved and named once.
+        self._token_embedding = weakref.ref(embedding)
 
     def _fast_path_applies(self, initial_state, mask) -> bool:
         return (initial_state is None and mask is None and self.return_sequences and not self.return_state
@@ -135,9 +202,26 @@ class FusedLSTM(keras.layers.LSTM):
                 and self.recurrent_activation is keras.activations.sigmoid
                 and not tf.config.list_logical_devices("GPU"))
 
-    def call(self, sequences, initial_state=None, mask=None, training=False):
+    def _embeddings_to_fold(self, token_ids):
+        """The embedding variable when folding pays for this batch, else None.
+
+        Folding trades three (T*B, E) x (E, 4U) matmuls for three (V, E) x (E, 4U)
+        ones, so it pays while V <= T*B; with T*B unknown it is not attempted.
+        """
+        embedding = self._token_embedding() if self._token_embedding is not None else None
+        if token_ids is None or embedding is None or not token_ids.shape.is_fully_defined():
+            return None
+        rows = token_ids.shape[0] * token_ids.shape[1]
+        return embedding.embeddings if embedding.embeddings.shape[0] <= rows else None
+
+    def call(self, sequences, initial_state=None, mask=None, training=False, token_ids=None):
         if not self._fast_path_applies(initial_state, mask):
             return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
         cell = self.cell
-        return lstm_sequence(tf.convert_to_tensor(sequences), tf.convert_to_tensor(cell.kernel),
-                             tf.convert_to_tensor(cell.recurrent_kernel), tf.convert_to_tensor(cell.bias))
+        weights = [tf.convert_to_tensor(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
+        if token_ids is not None:
+            token_ids = tf.convert_to_tensor(token_ids)
+        embeddings = self._embeddings_to_fold(token_ids)
+        if embeddings is not None:
+            return lstm_sequence_from_tokens(token_ids, tf.convert_to_tensor(embeddings), *weights)
+        return lstm_sequence(tf.convert_to_tensor(sequences), *weights)

@@ -36,17 +36,23 @@ def build_model(config: ModelConfig) -> keras.Model:
     # Keras' defaults (embeddings U(-0.05, 0.05), Glorot, orthogonal, forget bias 1)
     # by 0.13 nats/char after 400 steps on tinyshakespeare (BENCHMARKS.md).
     spread = keras.initializers.RandomUniform(-config.units ** -0.5, config.units ** -0.5)
-    x = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding",
-                               embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0))(tokens)
+    embedding = keras.layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding",
+                                       embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0))
+    x = embedding(tokens)
     for index in range(config.layers):
+        token_inputs = {}
         if config.cell == "lstm":
             layer = FusedLSTM(config.units, return_sequences=True, name=layer_name(config, index),
                               kernel_initializer=spread, recurrent_initializer=spread, bias_initializer=spread,
                               unit_forget_bias=False)
+            if index == 0:
+                # The first layer folds its input projection into the embedding table (fused_lstm).
+                layer.read_tokens_from(embedding)
+                token_inputs = {"token_ids": tokens}
         else:
             layer = RecurrentLayer(config.cell, config.units, name=layer_name(config, index),
                                    kernel_initializer=spread, recurrent_initializer=spread, bias_initializer=spread)
-        x = layer(x)
+        x = layer(x, **token_inputs)
         if config.dropout > 0:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
     logits = keras.layers.Dense(config.vocab_size, name="logits", kernel_initializer=spread,
