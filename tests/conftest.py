@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny corpus and one tiny trained model for the session."""
+"""Shared fixtures: a tiny corpus, one tiny trained model for the session, and a loopback HTTP server."""
 
+import http.server
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,64 @@ os.environ["TEXTGEN_CACHE_DIR"] = _SESSION_CACHE
 
 def pytest_unconfigure(config):
     shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+
+
+# CI clones the repository next to a shared/ folder holding corpus copies.
+SHAKESPEARE_COPY = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+
+
+class LoopbackServer:
+    """A local HTTP server whose response each test sets, counting requests."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.status = 200
+        self.paths: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.paths.append(self.path)
+                if server.status != 200:
+                    self.send_error(server.status)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body)
+
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A short poll interval makes shutdown(), and so each test, quick.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/input.txt") -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+@pytest.fixture(scope="module")
+def loopback_server():
+    """A ``LoopbackServer`` shared by the tests of one module; they set its ``body`` and ``status``."""
+    server = LoopbackServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def tinyshakespeare_bytes() -> bytes:
+    """The local copy of Tiny Shakespeare (the bytes the catalog's pinned sha256 names)."""
+    if not SHAKESPEARE_COPY.is_file():
+        pytest.skip(f"no local copy of tinyshakespeare at {SHAKESPEARE_COPY}")
+    return SHAKESPEARE_COPY.read_bytes()
 
 TINY_TEXT = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\n"

@@ -1,10 +1,12 @@
-"""The README's quick start runs, on a tiny configuration, exactly as written."""
+"""The README's quick start runs, on a tiny configuration, exactly as written, and prints what the README shows."""
 
-import re
+import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from test_docs import check_output, fenced_blocks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # Appended to the README's train command: the same job, shrunk to seconds.
@@ -12,8 +14,8 @@ TINY = ["--layers", "1", "--units", "8", "--embedding-dim", "4", "--seq-length",
         "--max-steps", "2", "--val-fraction", "0.001", "--seed", "3"]
 
 
-def first_code_block(markdown: str) -> str:
-    return re.search(r"```(?:bash|sh)?\n(.*?)```", markdown, re.S).group(1)
+def readme_blocks():
+    return fenced_blocks(README.read_text(encoding="utf-8"))
 
 
 def textgen_commands(block: str) -> list[list[str]]:
@@ -21,29 +23,38 @@ def textgen_commands(block: str) -> list[list[str]]:
     return [shlex.split(part.strip()) for part in line.split("&&") if part.strip().startswith("textgen ")]
 
 
-def run(args, cwd):
+def run(args, cwd, env=None):
     result = subprocess.run([sys.executable, "-m", "textgen", *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=600)
+                            timeout=600, env=env)
     assert result.returncode == 0, result.stderr
     return result
 
 
 def test_readme_opens_with_the_main_job_and_the_test_command():
-    markdown = README.read_text(encoding="utf-8")
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", markdown, re.S)
-    assert "pip install -e ." in blocks[0] and "textgen train" in blocks[0] and "textgen sample" in blocks[0]
-    assert blocks[1].strip() == 'pip install -e ".[test]" && pytest -q'
+    blocks = readme_blocks()
+    assert blocks[0].info == "bash" and blocks[1].info == "bash"
+    assert "pip install -e ." in blocks[0].body and "textgen train" in blocks[0].body
+    assert "textgen sample" in blocks[0].body
+    assert blocks[1].body.strip() == 'pip install -e ".[test]" && pytest -q'
+    # What the main job prints comes next, in an output block.
+    assert blocks[2].info == "output"
 
 
 def test_quick_start_trains_on_the_default_corpus_and_samples(tmp_path):
-    commands = textgen_commands(first_code_block(README.read_text(encoding="utf-8")))
+    blocks = readme_blocks()
+    commands = textgen_commands(blocks[0].body)
     assert [c[1] for c in commands] == ["train", "sample"]
     train, sample = commands
-    trained = run(train[1:] + TINY, tmp_path)
+    # A token cache of its own, so the run writes it as the README's first run does.
+    env = {**os.environ, "TEXTGEN_CACHE_DIR": str(tmp_path / ".cache" / "textgen")}
+    trained = run(train[1:] + TINY, tmp_path, env)
     assert "corpus: python" in trained.stderr and "bits/char" in trained.stderr
-    sampled = run(sample[1:], tmp_path)
+    sampled = run(sample[1:], tmp_path, env)
     prompt = sample[sample.index("--prompt") + 1]
     assert sampled.stdout.startswith(prompt) and len(sampled.stdout) > len(prompt) + 100
+    shown = blocks[2].body.splitlines()
+    check_output(shown, sampled.stdout, trained.stderr + sampled.stderr, "README.md, what the main job prints")
+    assert any(line.startswith(prompt) for line in shown), "the README shows the sample"
     loaded = subprocess.run(
         [sys.executable, "-c", "import textgen; m = textgen.load('models/python'); "
                                "print(m.generate('def ', length=20, temperature=0.8, seed=1))"],
