@@ -97,9 +97,9 @@ def run_child(args: argparse.Namespace, stage: str, corpus: Path, work: Path) ->
 
 
 def stage_tokenize(args: argparse.Namespace) -> dict:
-    from textgen.corpus import open_corpus
-    from textgen.shards import open_token_cache
-    from textgen.tokenizer import TextTokenizer
+    from textgen.data.corpus import open_corpus
+    from textgen.data.token_cache import open_token_cache
+    from textgen.tokenization.tokenizer import TextTokenizer
 
     corpus = open_corpus(args.corpus)
     began = time.monotonic()

@@ -22,11 +22,11 @@ import numpy as np
 
 
 def build_model(units: int, layers: int, embedding_dim: int, text: str):
-    from textgen.api import TextModel
+    from textgen.text_model import TextModel
     from textgen.backend import keras
-    from textgen.config import ModelConfig
-    from textgen.model import build_model as build_keras_model
-    from textgen.tokenizer import TextTokenizer
+    from textgen.model.settings import ModelConfig
+    from textgen.model.network import build_model as build_keras_model
+    from textgen.tokenization.tokenizer import TextTokenizer
 
     tokenizer = TextTokenizer.train([text], level="char")
     config = ModelConfig(vocab_size=tokenizer.vocab_size, layers=layers, units=units, embedding_dim=embedding_dim)

@@ -84,10 +84,12 @@ def eval_windows(ids: np.ndarray, seq: int, limit: int = 200_000):
 def tensorflow_engine(args, vocab: int, textgen_path: bool):
     if textgen_path:
         from textgen.backend import keras, tf  # oneDNN on, backend chosen by textgen
-        from textgen.config import ModelConfig, TrainConfig
-        from textgen.generate import Generator
-        from textgen.model import ModelStep, build_model
-        from textgen.training import Evaluator, Trainer
+        from textgen.config import TrainConfig
+        from textgen.model.settings import ModelConfig
+        from textgen.generation.generator import Generator
+        from textgen.model.network import ModelStep, build_model
+        from textgen.model.loss import Evaluator
+        from textgen.training.loop import Trainer
 
         config = ModelConfig(vocab_size=vocab, layers=args.layers, units=args.units,
                              embedding_dim=args.embedding_dim, dropout=0.0)

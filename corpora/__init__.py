@@ -1,11 +1,5 @@
-"""The catalog of named corpora, such as ``python`` and ``tinyshakespeare``.
+"""The named corpora, such as ``python`` and ``tinyshakespeare``, installed as ``textgen.corpora``.
 
-A name can be given wherever a corpus file or folder can. ``corpus_files``
-materializes a name into files, downloading and caching them under
-``cache_dir()`` when the corpus is not shipped with Python itself.
+``catalog`` says what each name is and materializes it into files; ``fetch``
+downloads a file once, checks its sha256 and caches it in textgen's cache folder.
 """
-
-from textgen.corpora.catalog import corpus_files, describe, names
-from textgen.corpora.fetch import cache_dir
-
-__all__ = ["cache_dir", "corpus_files", "describe", "names"]

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 
 from textgen.errors import CorpusError
+from textgen.files import file_sha256
 
 _log = logging.getLogger(__name__)
 _BLOCK_BYTES = 1 << 16
@@ -81,15 +82,6 @@ def fetch(url: str, sha256: str, dest: str | os.PathLike[str], timeout: float = 
     finally:
         temp_path.unlink(missing_ok=True)
     return dest
-
-
-def file_sha256(path: pathlib.Path) -> str:
-    """Return the hex SHA-256 of the file at ``path``, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(_BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download(url: str, out, timeout: float) -> str:

@@ -1,6 +1,6 @@
 """Plain-NumPy reference implementations of every cell's textbook equations.
 
-Written independently of ``textgen.cells`` (float64, one step at a time, no
+Written independently of ``textgen.model.cells`` (float64, one step at a time, no
 shared helpers), so the tests compare two separate readings of the maths.
 """
 

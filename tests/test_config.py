@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from textgen.config import ModelConfig, SampleConfig, TrainConfig
+from textgen.config import SampleConfig, TrainConfig
+from textgen.model.settings import ModelConfig
 from textgen.errors import ConfigError
 
 

@@ -17,7 +17,7 @@ def load(path):
 
 
 def train(*args, **kwargs):
-    """Train a model and write its directory; see ``textgen.api.train``."""
-    from textgen.api import train as _train
+    """Train a model and write its directory; see ``textgen.training.run.train``."""
+    from textgen.training.run import train as _train
 
     return _train(*args, **kwargs)

@@ -1,5 +1,5 @@
 """``python -m textgen`` runs the command line."""
 
-from textgen.cli import main
+from textgen.cli.main import main
 
 main()

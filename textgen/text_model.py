@@ -4,26 +4,27 @@ A ``TextModel`` holds a Keras sequence model with its tokenizer and settings.
 It generates text (all at once, or streamed as it is produced), traces the
 gates and states behind it, measures its loss on text, exports itself as a
 SavedModel and saves itself as a model directory. ``load`` rebuilds one from
-a directory, checking every file first; ``textgen.api.train`` makes one.
+a directory, checking every file first; ``textgen.training.run.train`` makes one.
 """
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from textgen import modeldir
+from textgen import model_dir
 from textgen.backend import keras, tf
-from textgen.config import MAX_SAMPLES, ModelConfig, SampleConfig, TrainConfig
+from textgen.config import MAX_SAMPLES, SampleConfig, TrainConfig, draw_seed
 from textgen.errors import ConfigError, ModelDirError, TrainingError
-from textgen.generate import Generator, cut_at_stop
-from textgen.model import ModelStep, build_model, expected_shapes, named_weights
-from textgen.tokenizer import TextTokenizer
-from textgen.trace import Trace, record_trace
-from textgen.training import Evaluator
+from textgen.generation.generator import Generator
+from textgen.generation.sampling import cut_at_stop
+from textgen.model.loss import Evaluator
+from textgen.model.network import ModelStep, build_model, expected_shapes, named_weights
+from textgen.model.settings import ModelConfig
+from textgen.model.trace import Trace, record_trace
+from textgen.tokenization.tokenizer import TextTokenizer
 
 
 class TextModel:
@@ -83,7 +84,7 @@ class TextModel:
             "length": tf.constant(settings.length, tf.int32),
             "temperature": tf.constant(settings.temperature, tf.float32),
             "top_k": tf.constant(settings.top_k, tf.int32), "top_p": tf.constant(settings.top_p, tf.float32),
-            "seed": tf.constant(settings.seed if settings.seed is not None else secrets.randbits(62), tf.int64),
+            "seed": tf.constant(settings.seed if settings.seed is not None else draw_seed(), tf.int64),
             "stop": tf.constant(stops, tf.string),
         }
         return rows, stops, request
@@ -119,7 +120,7 @@ class TextModel:
               top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> Trace:
         """Every layer's gates and states for each token of ``text`` and of ``continuation`` sampled tokens.
 
-        Returns a ``textgen.trace.Trace``: token texts, the index where sampled
+        Returns a ``textgen.model.trace.Trace``: token texts, the index where sampled
         tokens begin, and per layer a (T, U) array for each quantity the cell
         has (forget, input, output and candidate gates, cell and hidden
         state for an LSTM). An empty ``text`` starts where ``generate`` does.
@@ -194,28 +195,27 @@ class TextModel:
                 "tokens": result.tokens, "characters": result.characters}
 
     def export(self, path=None) -> Path:
-        """Write a TensorFlow SavedModel that generates text by itself (see ``textgen.export``).
+        """Write a TensorFlow SavedModel that generates text by itself (see ``textgen.generation.export``).
 
         The default path is ``saved_model`` inside the model directory.
         """
-        from textgen.export import SAVED_MODEL_DIR, export_saved_model
+        from textgen.generation.export import export_saved_model
 
         if path is None:
             if self.path is None:
                 raise ConfigError("this model has no directory yet; pass a path. Received: path=None")
-            path = Path(self.path) / SAVED_MODEL_DIR
+            path = Path(self.path) / model_dir.SAVED_MODEL_DIR
         return export_saved_model(self, path)
 
     def save(self, path, *, overwrite: bool = False, corpus: dict | None = None, metrics: dict | None = None) -> Path:
         """Write this model to a model directory (atomically)."""
         weights = {name: var.numpy() for name, var in named_weights(self.keras_model, self.config).items()}
-        config = {"model": self.config.to_dict(), "tokenizer": {"level": self.tokenizer.level},
-                  "training": self.train_config.to_dict()}
+        settings = model_dir.Settings(self.config, self.tokenizer.level, self.train_config)
         corpus = corpus if corpus is not None else self.manifest.get("corpus", {})
         metrics = metrics if metrics is not None else self.manifest.get("metrics", {})
-        self.path = modeldir.write_model_dir(path, config=config, tokenizer_json=self.tokenizer.to_json(),
-                                             weights=weights, corpus=corpus, metrics=metrics, overwrite=overwrite)
-        _, self.manifest = modeldir.read_manifest(self.path)
+        self.path = model_dir.write_model_dir(path, settings=settings, tokenizer_json=self.tokenizer.to_json(),
+                                              weights=weights, corpus=corpus, metrics=metrics, overwrite=overwrite)
+        _, self.manifest = model_dir.read_manifest(self.path)
         return self.path
 
 
@@ -226,23 +226,14 @@ def load(path) -> TextModel:
     the weights are read as plain float32 arrays: nothing in the directory is
     executed or unpickled.
     """
-    path, manifest = modeldir.read_manifest(path)
-    raw = modeldir.read_config(path)
-    unknown = sorted(set(raw) - {"format", "model", "tokenizer", "training"})
-    if unknown:
-        raise ModelDirError(f"config.json has unknown sections. Received: key={unknown[0]!r}")
-    try:
-        config = ModelConfig.from_dict(raw.get("model"))
-        train_config = TrainConfig.from_dict(raw.get("training", {}))
-    except ConfigError as exc:
-        raise ModelDirError(f"config.json has invalid settings: {exc}") from None
-    tokenizer = TextTokenizer.from_json(modeldir.read_text_file(path, modeldir.TOKENIZER_FILE))
-    level = raw.get("tokenizer", {}).get("level") if isinstance(raw.get("tokenizer"), dict) else None
-    if level != tokenizer.level or tokenizer.vocab_size != config.vocab_size:
+    path, manifest = model_dir.read_manifest(path)
+    settings = model_dir.read_settings(path)
+    tokenizer = TextTokenizer.from_json(model_dir.read_text_file(path, model_dir.TOKENIZER_FILE))
+    if settings.tokenizer_level != tokenizer.level or tokenizer.vocab_size != settings.model.vocab_size:
         raise ModelDirError(f"tokenizer.json does not match config.json. "
-                            f"Received: level={level!r}, vocab_size={tokenizer.vocab_size}")
-    arrays = modeldir.decode_weights(path / modeldir.WEIGHTS_FILE, expected_shapes(config))
-    model = build_model(config)
-    for name, variable in named_weights(model, config).items():
+                            f"Received: level={settings.tokenizer_level!r}, vocab_size={tokenizer.vocab_size}")
+    arrays = model_dir.decode_weights(path / model_dir.WEIGHTS_FILE, expected_shapes(settings.model))
+    model = build_model(settings.model)
+    for name, variable in named_weights(model, settings.model).items():
         variable.assign(arrays[name])
-    return TextModel(model, config, tokenizer, train_config, manifest, path)
+    return TextModel(model, settings.model, tokenizer, settings.training, manifest, path)

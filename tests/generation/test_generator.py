@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+
+from textgen.backend import keras, tf
+from textgen.model.settings import ModelConfig
+from textgen.generation.generator import Generator
+from textgen.generation.sampling import sample_next
+from textgen.model.network import ModelStep, build_model
+
+# Fake logits: token 2 likeliest, then 0, then 3, then 1.
+FAKE = np.log(np.array([[0.3, 0.05, 0.5, 0.15]], np.float32))
+
+
+def draw(logits, temperature=1.0, top_k=0, top_p=1.0, rows=4000, seed=0):
+    batch = np.repeat(logits, rows, axis=0)
+    ids = sample_next(batch, temperature, top_k, top_p, tf.constant([seed, 0], tf.int64))
+    return ids.numpy()
+
+
+def test_temperature_zero_is_argmax():
+    assert draw(FAKE, temperature=0.0, rows=3).tolist() == [2, 2, 2]
+
+
+def test_sampling_follows_the_softmax():
+    counts = np.bincount(draw(FAKE), minlength=4) / 4000
+    np.testing.assert_allclose(counts, [0.3, 0.05, 0.5, 0.15], atol=0.03)
+
+
+def test_low_temperature_sharpens_and_high_flattens():
+    cold = np.bincount(draw(FAKE, temperature=0.2), minlength=4) / 4000
+    hot = np.bincount(draw(FAKE, temperature=5.0), minlength=4) / 4000
+    assert cold[2] > 0.9
+    assert hot.max() - hot.min() < 0.15
+
+
+def test_top_k_keeps_only_the_k_likeliest():
+    assert set(draw(FAKE, top_k=1).tolist()) == {2}
+    counts = np.bincount(draw(FAKE, top_k=2), minlength=4) / 4000
+    assert counts[1] == counts[3] == 0
+    np.testing.assert_allclose(counts[[0, 2]], [0.3 / 0.8, 0.5 / 0.8], atol=0.03)
+
+
+def test_top_k_larger_than_the_vocabulary_keeps_everything():
+    assert set(draw(FAKE, top_k=100).tolist()) == {0, 1, 2, 3}
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    assert set(draw(FAKE, top_p=0.4).tolist()) == {2}
+    assert set(draw(FAKE, top_p=0.7).tolist()) == {0, 2}  # 0.5 < 0.7, then 0.5 + 0.3 covers it
+    assert set(draw(FAKE, top_p=0.85).tolist()) == {0, 2, 3}
+
+
+def test_the_same_seed_gives_the_same_draws():
+    np.testing.assert_array_equal(draw(FAKE, seed=5), draw(FAKE, seed=5))
+    assert not np.array_equal(draw(FAKE, seed=5), draw(FAKE, seed=6))
+
+
+@pytest.fixture(scope="module")
+def generator():
+    keras.utils.set_random_seed(0)
+    config = ModelConfig(vocab_size=11, layers=2, units=8, embedding_dim=4, dropout=0.0)
+    model = build_model(config)
+    generator = Generator(ModelStep(model, config), TOKEN_STRINGS, start_id=10)
+    generator.sequence_model = model  # kept for comparisons in these tests
+    return generator
+
+
+TOKEN_STRINGS = ["?", "a", "b", "c", "d", "e", "f", "g", "h", "i", "\n"]
+
+
+def run(generator, prompts, length=12, temperature=1.0, seed=3, stop=(), with_counts=False):
+    values = np.array([token for prompt in prompts for token in prompt], np.int32)
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    ids, produced = generator.generate(values, lengths, length, temperature, 0, 1.0, tf.constant(seed, tf.int64),
+                                       tf.constant(list(stop), tf.string))
+    return (ids.numpy(), produced.numpy()) if with_counts else ids.numpy()
+
+
+def test_generation_is_reproducible_per_seed(generator):
+    np.testing.assert_array_equal(run(generator, [[1, 2, 3]]), run(generator, [[1, 2, 3]]))
+    assert not np.array_equal(run(generator, [[1, 2, 3]], seed=3), run(generator, [[1, 2, 3]], seed=4))
+
+
+def test_rows_of_different_prompt_lengths_match_rows_generated_alone(generator):
+    together = run(generator, [[5], [1, 2, 3, 4], [7, 7]], temperature=0.0)
+    for row, prompt in enumerate([[5], [1, 2, 3, 4], [7, 7]]):
+        np.testing.assert_array_equal(together[row], run(generator, [prompt], temperature=0.0)[0])
+
+
+def test_greedy_generation_follows_the_sequence_model(generator):
+    """Feeding the generated ids back through the sequence model gives the same argmax."""
+    prompt = [1, 2, 3]
+    out = run(generator, [prompt], length=8, temperature=0.0)[0]
+    model_input = np.array([prompt + out.tolist()], np.int32)
+    logits = generator.sequence_model(model_input, training=False).numpy()[0]  # (T, V)
+    np.testing.assert_array_equal(logits[len(prompt) - 1 : -1].argmax(-1), out)
+
+
+def test_an_empty_prompt_starts_from_the_start_token(generator):
+    np.testing.assert_array_equal(run(generator, [[]], temperature=0.0), run(generator, [[10]], temperature=0.0))
+
+
+def text_of(ids):
+    return "".join(TOKEN_STRINGS[i] for i in ids)
+
+
+def test_rows_stop_at_their_first_stop_string_and_the_loop_ends_early(generator):
+    prompts = [[1], [2, 3], [4]]
+    free = run(generator, prompts, length=40, seed=9)
+    # A stop string taken from row 0's own output, two tokens long.
+    stop = text_of(free[0][5:7])
+    ids, produced = run(generator, prompts, length=40, seed=9, stop=[stop, "never-generated"], with_counts=True)
+    first = text_of(free[0]).find(stop)
+    assert produced[0] == first + 2
+    np.testing.assert_array_equal(ids[0][: produced[0]], free[0][: produced[0]])
+    for row in range(3):
+        end = text_of(free[row]).find(stop)
+        assert produced[row] == (end + 2 if end >= 0 else 40)
+    assert ids.shape[1] == max(produced)  # sampling ended once every row had stopped
+
+
+def test_stop_strings_are_literal_text_not_patterns(generator):
+    stops = ["h.", "b|c", "?", "(", "\\"]  # as patterns, "h." would match "ha" and "?" would not compile
+    free = text_of(run(generator, [[1]], length=60, seed=2)[0])
+    ids, produced = run(generator, [[1]], length=60, seed=2, stop=stops, with_counts=True)
+    # Generation ends where the first stop string is completed, matching it literally.
+    ends = [free.find(stop) + len(stop) for stop in stops if free.find(stop) >= 0]
+    assert ends, "the fixture should produce at least one stop string"
+    assert produced[0] == min(ends)

@@ -1,0 +1,1 @@
+"""The ``textgen`` command line: a Click group, one module per family of commands, thin over the library."""

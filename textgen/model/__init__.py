@@ -1,0 +1,1 @@
+"""Stage 3, the model: recurrent cells, the fused LSTM, the stacked network and its one-step form, the loss, traces."""

@@ -1,0 +1,182 @@
+"""A training run from start to end: ``train`` (the Python API) and ``run_training`` (what it and the CLI call).
+
+``run_training`` reads top to bottom: start the strategy, plan the run
+(fresh, resumed or follower: ``textgen.training.plan``), read the corpus,
+learn or take the tokenizer, build the token cache and the model, run the
+loop (``textgen.training.loop``) with checkpoints, and write the model
+directory. It returns the trained ``TextModel``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from textgen.backend import keras
+from textgen.config import TrainConfig, apply_preset, draw_seed
+from textgen.data.corpus import open_corpus
+from textgen.data.token_cache import open_token_cache
+from textgen.data.windows import TrainWindows, split_ids
+from textgen.errors import TrainingError
+from textgen.model.network import build_model
+from textgen.model.settings import ModelConfig
+from textgen.text_model import TextModel
+from textgen.tokenization.rules import SAMPLE_BYTES, TokenizerSettings
+from textgen.tokenization.tokenizer import TextTokenizer
+from textgen.training.checkpoints import CheckpointManager
+from textgen.training.distributed import start_cluster
+from textgen.training.loop import Trainer
+from textgen.training.plan import TrainRequest, plan_run
+from textgen.training.progress import Progress
+from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, ClusterSettings
+
+_M, _T = ModelConfig, TrainConfig  # defaults are read from the settings classes, the one place they live
+
+
+def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "char", vocab_size: int | None = None,
+          tokenizer_sample_bytes: int = SAMPLE_BYTES,
+          cell: str = _M.cell, layers: int = _M.layers, units: int = _M.units, embedding_dim: int = _M.embedding_dim,
+          dropout: float = _M.dropout, seq_length: int = _T.seq_length, val_seq_length: int | None = None,
+          batch_size: int = _T.batch_size,
+          epochs: int = _T.epochs, max_steps: int | None = None, max_time: float | None = None,
+          patience: int | None = _T.patience, learning_rate: float = _T.learning_rate, schedule: str | None = None,
+          clipnorm: float = _T.clipnorm, val_fraction: float = _T.val_fraction, seed: int | None = None,
+          checkpoint_every: int | None = _T.checkpoint_every, encoding: str = "utf-8", errors: str = "strict",
+          overwrite: bool = False, resume: bool = False, log=None, quiet: bool = False,
+          strategy: str = "default", devices: int | None = None,
+          peer_timeout: float = DEFAULT_PEER_TIMEOUT, preset: str | None = None) -> TextModel:
+    """Train a model on a corpus and write it to the directory ``out``.
+
+    ``corpus`` is a path, folder, glob or named corpus, or a list of them
+    (default: the ``python`` corpus). Settings and ``out`` are checked before
+    any work, so a typo never costs a training run. Checkpoints go to
+    ``out/checkpoints`` every ``checkpoint_every`` steps and at every epoch
+    end; ``resume=True`` continues the run found there exactly, with its
+    stored settings (``max_steps`` and ``max_time``, if given, replace the
+    stored limits). Progress goes to ``log`` (default: stderr at call time),
+    or nowhere with ``quiet``. On Ctrl-C the work so far is saved and
+    ``KeyboardInterrupt`` is raised again.
+
+    The tokenizer learns from at most ``tokenizer_sample_bytes`` of the
+    corpus (an evenly spread sample of a larger one). The corpus is then
+    tokenized once into an on-disk token cache (``textgen.data.token_cache``),
+    reused by any later run on the same corpus with the same tokenizer, and
+    training reads its windows from there: memory does not grow with the corpus.
+
+    ``strategy`` trains on one device (``default``), on this host's GPUs or
+    ``devices`` logical CPU devices (``mirrored``), or on the hosts of
+    ``TF_CONFIG`` (``multiworker``, waiting up to ``peer_timeout`` seconds for
+    its peers); see ``textgen.training.distributed``. ``batch_size`` is the
+    global batch. Only the chief writes ``out``; every other worker takes the
+    chief's settings (and, resuming, its checkpoint) and returns a model whose
+    ``path`` is None.
+
+    ``preset`` names a recipe from ``textgen.config.PRESETS`` (``"budget"``:
+    cosine ``schedule`` and 256-token validation windows) whose settings apply
+    where ``schedule`` and ``val_seq_length`` are left at None; without one,
+    the learning rate is constant and validation windows are ``seq_length``
+    tokens long.
+    """
+    chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
+    request = TrainRequest(
+        out=Path(out), inputs=tuple(str(item) for item in ([corpus] if isinstance(corpus, (str, Path))
+                                                             else list(corpus or []))),
+        model=ModelConfig(cell=cell, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout),
+        training=TrainConfig(seq_length=seq_length, val_seq_length=chosen["val_seq_length"], batch_size=batch_size,
+                             epochs=epochs, max_steps=max_steps, max_time=max_time, patience=patience,
+                             learning_rate=learning_rate, schedule=chosen["schedule"] or _T.schedule,
+                             clipnorm=clipnorm, val_fraction=val_fraction,
+                             seed=seed if seed is not None else draw_seed(), checkpoint_every=checkpoint_every),
+        tokenizer=TokenizerSettings(tokenizer, vocab_size, tokenizer_sample_bytes),
+        encoding=encoding, errors=errors, overwrite=overwrite, resume=resume,
+        cluster=ClusterSettings(strategy, devices, peer_timeout))
+    return run_training(request, log=log, quiet=quiet)
+
+
+def run_training(request: TrainRequest, *, log=None, quiet: bool = False) -> TextModel:
+    """Run the training ``request`` asks for and return the trained model (see ``train``)."""
+    # First: a strategy's devices and collectives are fixed before TensorFlow runs anything.
+    cluster = start_cluster(request.cluster)
+    follower = cluster is not None and not cluster.is_chief
+    stream = None if quiet else (log or sys.stderr)
+    progress = Progress(stream=cluster.progress_stream(stream) if cluster else stream)
+    # A follower's checkpoints are thrown away at the end; one bundle at a time is enough.
+    checkpoints = CheckpointManager(cluster.scratch_dir(), keep=1) if follower else CheckpointManager(request.out)
+    plan = plan_run(request, cluster=cluster, checkpoints=checkpoints, progress=progress)
+    if cluster is not None:
+        cluster.check_batch_size(plan.training.batch_size)
+
+    source = open_corpus(plan.inputs, encoding=plan.encoding, errors=plan.errors)
+    progress.message(f"corpus: {source.description}, {source.total_bytes:,} bytes")
+    corpus_sha256 = source.sha256()
+    plan.check_corpus(corpus_sha256)
+    tokenizer = plan.tokenizer or _learn_tokenizer(source, plan.tokenizer_settings, progress)
+    config = plan.model.with_vocab(tokenizer.vocab_size)
+    if cluster is not None and not follower:  # the other workers are waiting in ``plan_run`` for this
+        cluster.share_plan({**plan.record(config, {"sha256": corpus_sha256}), "loop": plan.loop,
+                            "tokenizer": tokenizer.to_json()}, plan.arrays)
+    # The ids live on disk; ``ids`` reads them lazily, a batch at a time.
+    ids = open_token_cache(source, tokenizer, corpus_sha256=corpus_sha256, log=progress.message).tokens()
+    progress.message(f"tokenizer: {tokenizer.level}, vocabulary {tokenizer.vocab_size}, {len(ids):,} tokens")
+    train_ids, val_ids = split_ids(ids, plan.training.val_fraction)
+    windows = TrainWindows(train_ids, plan.training.seq_length, plan.training.batch_size, plan.training.seed)
+
+    progress.message(f"seed: {plan.training.seed}")
+    keras.utils.set_random_seed(plan.training.seed)
+    with cluster.scope() if cluster else contextlib.nullcontext():
+        model = build_model(config)
+    progress.message(f"model: {config.layers}x{config.units} {config.cell.upper()}, embedding {config.embedding_dim}, "
+                     f"{config.parameter_count():,} parameters")
+    corpus_info = {"description": source.description, "files": len(source.files), "bytes": source.total_bytes,
+                   "sha256": corpus_sha256, "tokens": int(len(ids)),
+                   "tokenizer_sample_bytes": plan.tokenizer_settings.sample_bytes}
+    record, tokenizer_json = plan.record(config, corpus_info), tokenizer.to_json()
+
+    def save_checkpoint(trainer: Trainer) -> None:
+        checkpoints.save(trainer.state.steps, trainer.state_arrays(), {**record, "loop": trainer.state.to_dict()},
+                         tokenizer_json)
+
+    trainer = Trainer(model, config, plan.training, tokenizer.token_lengths(), progress, save_checkpoint,
+                      cluster=cluster)
+    if plan.loop is not None:
+        trainer.restore(plan.arrays, plan.loop)
+    else:
+        checkpoints.remove_all()  # a fresh run (with --overwrite) starts without the old run's bundles
+    checkpoints.clean_leftovers()
+    result = trainer.fit(windows, val_ids)
+    if result.steps == 0:
+        if result.stop_reason == "interrupted":
+            raise KeyboardInterrupt
+        raise TrainingError("training stopped before any step finished; nothing was saved. Received: steps=0")
+
+    # Interrupted before the first validation, the model keeps its latest
+    # weights: unmeasured work is still work the user should not lose.
+    text_model = TextModel(model, config, tokenizer, plan.training)
+    metrics = {"best": result.best, "history": result.history, "steps": result.steps, "tokens": result.tokens,
+               "seconds": round(result.seconds, 2), "tokens_per_second": round(result.tokens_per_second, 1),
+               "stop_reason": result.stop_reason}
+    path = text_model.save(cluster.scratch_dir() / "model" if follower else request.out, overwrite=True,
+                           corpus=corpus_info, metrics=metrics)
+    if follower:  # written like the chief's, then thrown away: only the chief's model is kept
+        cluster.remove_scratch()
+        text_model.path, path = None, "nothing (the chief saves the model)"
+    elif result.stop_reason != "interrupted":
+        checkpoints.keep_latest_only()
+    best = result.best
+    measured = (f"best val loss {best['val_loss']:.4f} nats/token, {best['val_bits_per_char']:.4f} bits/char"
+                if best else "not validated")
+    progress.message(f"stopped by {result.stop_reason} after {result.steps} steps in {result.seconds:.0f}s "
+                     f"({result.tokens_per_second:,.0f} tokens/s); {measured}; saved {path}")
+    if result.stop_reason == "interrupted":
+        raise KeyboardInterrupt
+    return text_model
+
+
+def _learn_tokenizer(source, settings: TokenizerSettings, progress) -> TextTokenizer:
+    """A tokenizer learned from the corpus, or from an evenly spread sample of a large one."""
+    if source.total_bytes > settings.sample_bytes:
+        progress.message(f"tokenizer: learning from an evenly spread sample of {settings.sample_bytes:,} bytes")
+    return TextTokenizer.train_on_corpus(source, level=settings.level, vocab_size=settings.vocab_size,
+                                         sample_bytes=settings.sample_bytes)
