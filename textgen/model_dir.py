@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import errno
 import io
 import json
 import os
@@ -38,7 +37,7 @@ import numpy as np
 
 from textgen.config import TrainConfig
 from textgen.errors import ConfigError, ModelDirError
-from textgen.files import bytes_sha256, file_sha256, fsync_dir, write_synced
+from textgen.files import bytes_sha256, file_sha256, fsync_dir, lock, write_synced
 from textgen.model.settings import ModelConfig
 from textgen.provenance import library_versions
 from textgen.tokenization.rules import LEVELS
@@ -59,11 +58,6 @@ INSPECT_FILES = {"html": "trace.html", "png": "trace.png", "json": "trace.json"}
 DERIVED = (SAVED_MODEL_DIR, INSPECT_DIR)
 MAX_JSON_BYTES = 64 * 1024 * 1024
 _STAGING_PREFIX = ".tmp-model-"
-
-try:  # advisory locks; without them (Windows) two runs on one directory are not kept apart
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,14 +144,9 @@ def writing(path):
         raise ModelDirError(f"cannot write to the output directory: {exc.strerror or exc}. "
                             f"Received: out='{path}'") from None
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-                raise ModelDirError(f"another textgen run is writing this model directory; wait for it to end or "
-                                    f"choose another --out. Received: out='{path}'") from None
+        if not lock(descriptor, wait=False):
+            raise ModelDirError(f"another textgen run is writing this model directory; wait for it to end or "
+                                f"choose another --out. Received: out='{path}'")
         yield path
     finally:
         os.close(descriptor)
