@@ -304,3 +304,12 @@ def test_a_file_removed_after_opening_is_a_corpus_error(tmp_path):
     os.remove(path)
     with pytest.raises(CorpusError, match="cannot read corpus file"):
         corpus.read_text()
+
+
+@pytest.mark.parametrize("as_glob", [False, True])
+def test_a_named_pipe_is_named_as_such_not_missing(tmp_path, as_glob):
+    fifo = tmp_path / "stream.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(CorpusError, match=r"is a named pipe \(FIFO\), not a regular file or folder.*"
+                                          r"Received: input='.*stream\.txt'$"):
+        open_corpus([str(tmp_path / "*.txt") if as_glob else str(fifo)])

@@ -14,6 +14,7 @@ import codecs
 import glob
 import os
 import pathlib
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 
 from textgen.corpora import catalog
@@ -187,6 +188,8 @@ def _resolve_input(text: str, nul_marks_binary: bool) -> list[pathlib.Path]:
         return [path]
     if path.is_dir():
         return _text_files_in_folder(path, nul_marks_binary)
+    if path.exists():
+        raise _not_a_file_error(path)
     if text in catalog.names():
         return catalog.corpus_files(text)
     if _GLOB_CHARACTERS.intersection(text):
@@ -210,6 +213,8 @@ def _glob_matches(pattern: str, nul_marks_binary: bool) -> list[pathlib.Path]:
             # so a binary one is an error rather than silently dropped.
             _refuse_binary(match, nul_marks_binary)
             files.append(match)
+        else:
+            raise _not_a_file_error(match)
     return files
 
 
@@ -251,6 +256,25 @@ def _refuse_binary(path: pathlib.Path, nul_marks_binary: bool) -> None:
         nul_at = _read_head(path).find(b"\x00")
         if nul_at >= 0:
             raise _binary_file_error(path, nul_at)
+
+
+# What a path that is neither a regular file nor a folder is, by its stat mode.
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _not_a_file_error(path: pathlib.Path) -> CorpusError:
+    """The error for an input that exists but is no regular file or folder.
+
+    A corpus is read several times (its sha256, the tokenizer, the token
+    cache), so a stream that can be read only once cannot be one.
+    """
+    mode = _stat(path).st_mode
+    kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "not a regular file")
+    return CorpusError(
+        f"corpus input is {kind}, not a regular file or folder; textgen reads a corpus more than once, "
+        f"so save the text to a file first. Received: input='{path}'"
+    )
 
 
 def _binary_file_error(path: pathlib.Path, offset: int) -> CorpusError:
