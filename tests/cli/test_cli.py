@@ -202,3 +202,14 @@ def test_export_replaces_a_savedmodel_only_with_overwrite(runner, tiny_model_dir
     again = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out), "--overwrite"])
     assert again.exit_code == 0, again.output
     assert (out / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize("options", [["--vocab-size", "1000000", "--units", "1024"], ["--units", "8000"]])
+def test_a_model_too_large_for_its_vocabulary_is_refused_before_the_corpus_is_read(runner, tiny_corpus, tmp_path,
+                                                                                     options):
+    # The tiny corpus has 37 characters; the model is refused for the vocabulary the options allow.
+    result = runner.invoke(cli, ["train", str(tiny_corpus), "--out", str(tmp_path / "m"), "--max-steps", "1",
+                                 *options])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: model would have more than 500,000,000 parameters with a vocabulary of")
+    assert "corpus:" not in result.stderr and not (tmp_path / "m").exists()

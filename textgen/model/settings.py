@@ -48,7 +48,8 @@ class ModelConfig:
         check_int("embedding_dim", self.embedding_dim, 1, MAX_EMBEDDING)
         check_float("dropout", self.dropout, 0.0, 0.9)
         if self.vocab_size is not None and self.parameter_count() > MAX_PARAMETERS:
-            fail(f"model would have more than {MAX_PARAMETERS:,} parameters", "parameters", self.parameter_count())
+            fail(f"model would have more than {MAX_PARAMETERS:,} parameters with a vocabulary of {self.vocab_size:,} "
+                 f"tokens", "parameters", self.parameter_count())
 
     def with_vocab(self, vocab_size: int) -> "ModelConfig":
         """These settings for a tokenizer of ``vocab_size`` tokens (checked again, the parameter count too)."""

@@ -66,3 +66,9 @@ class TokenizerSettings:
         if self.vocab_size is not None:
             check_vocab_size(self.vocab_size)
         check_int("tokenizer_sample_bytes", self.sample_bytes, 1, 2**62)
+
+    @property
+    def largest_vocab(self) -> int:
+        """The most tokens the tokenizer can learn: ``vocab_size`` bounds every level, and the level's default
+        bounds it when that is None."""
+        return self.vocab_size or DEFAULT_VOCAB_SIZE[self.level]

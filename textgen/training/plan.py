@@ -52,6 +52,12 @@ class TrainRequest:
     resume: bool = False
     cluster: ClusterSettings = ClusterSettings()
 
+    def __post_init__(self):
+        if not self.resume:
+            # Every setting is checked before any text is read: the model's size depends on the vocabulary the
+            # tokenizer will learn, so it is checked with the largest one it can learn.
+            self.model.with_vocab(self.tokenizer.largest_vocab)
+
 
 @dataclasses.dataclass
 class RunPlan:
