@@ -67,8 +67,38 @@ def test_sampling_settings_out_of_range_are_refused(field, value):
 
 @pytest.mark.parametrize("field, value", [
     ("seq_length", 0), ("batch_size", 0), ("val_fraction", 0.0), ("val_fraction", 0.9),
-    ("learning_rate", 0.0), ("max_time", -1.0), ("patience", 0),
+    ("learning_rate", 0.0), ("max_time", -1.0), ("patience", -1), ("patience", None),
 ])
 def test_training_settings_out_of_range_are_refused(field, value):
     with pytest.raises(ConfigError, match=rf"Received: {field}="):
         TrainConfig(**{field: value})
+
+
+def test_patience_zero_means_never_and_older_files_spelled_it_none():
+    assert TrainConfig(patience=0).patience == 0
+    assert TrainConfig.from_dict({**TrainConfig().to_dict(), "patience": None}).patience == 0
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("1.5m", 90), ("2h", 7200), (45, 45), (0.5, 0.5)])
+def test_a_duration_reads_the_same_in_python_and_on_the_command_line(text, seconds):
+    from textgen.cli.options import Duration
+    from textgen.config import parse_duration
+
+    assert parse_duration(text, "max_time") == Duration().convert(text, None, None) == seconds
+
+
+@pytest.mark.parametrize("text, size", [("500000", 500_000), ("100k", 100_000), ("100M", 10**8), ("64MiB", 2**26),
+                                        (2048, 2048)])
+def test_a_byte_size_reads_the_same_in_python_and_on_the_command_line(text, size):
+    from textgen.cli.options import ByteSize
+    from textgen.config import parse_size
+
+    assert parse_size(text, "tokenizer_sample_bytes") == ByteSize().convert(text, None, None) == size
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5m", "inf", float("nan"), 0, True, None])
+def test_a_duration_that_is_not_a_positive_span_is_refused(value):
+    from textgen.config import parse_duration
+
+    with pytest.raises(ConfigError, match=r"max_time must be a positive duration .*Received: max_time="):
+        parse_duration(value, "max_time")

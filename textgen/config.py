@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 import secrets
 from typing import Any
 
@@ -88,6 +89,46 @@ def check_float(name: str, value: Any, low: float, high: float, *, low_open: boo
         fail(f"{name} must be in {bracket}{low}, {high}]", name, value)
 
 
+# The spellings of a duration and of a byte size, the same in the Python API and on the command line.
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+_BYTE_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(?:([kmgt])(i?))?b?\s*$", re.IGNORECASE)
+
+
+def parse_duration(value: Any, name: str) -> float:
+    """Seconds from a number of seconds or a string such as ``"90"``, ``"90s"``, ``"15m"``, ``"2h"``.
+
+    The one reading of a duration: ``textgen.train`` and the command line's
+    option type both call it. Refuses anything that is not a positive, finite span.
+    """
+    seconds = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not (math.isfinite(seconds) and seconds > 0):
+        fail(f"{name} must be a positive duration such as 90s, 15m or 2h", name, value)
+    return seconds
+
+
+def parse_size(value: Any, name: str) -> int:
+    """Bytes from a whole number or a string such as ``"500000"``, ``"100k"``, ``"100M"``, ``"2G"`` (powers of
+    1000) or ``"64MiB"`` (powers of 1024).
+
+    The one reading of a byte size: ``textgen.train`` and the command line's
+    option type both call it. Refuses anything below one byte.
+    """
+    size = 0
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        size = int(value)
+    elif isinstance(value, str) and (match := _BYTE_SIZE.match(value)):
+        unit, binary = (match.group(2) or "").lower(), bool(match.group(3))
+        size = int(float(match.group(1)) * (1024 if binary else 1000) ** " kmgt".index(unit or " "))
+    if size < 1:
+        fail(f"{name} must be a positive size such as 500000, 100M or 2G", name, value)
+    return size
+
+
 def settings_from_dict(cls, data: Any):
     """Build settings dataclass ``cls`` from a plain dict, refusing unknown keys (the dict may come from anyone)."""
     if not isinstance(data, dict):
@@ -112,7 +153,9 @@ class TrainConfig:
     epochs: int = 20
     max_steps: int | None = None
     max_time: float | None = None  # seconds
-    patience: int | None = 3
+    # Epochs in a row without a better validation loss that stop the run; 0 never stops it early. The one
+    # spelling of "never", in Python and on the command line alike.
+    patience: int = 3
     learning_rate: float = 4e-3
     schedule: str = "constant"  # or "cosine": decay to 10% of learning_rate by the first limit
     clipnorm: float = 5.0
@@ -130,8 +173,7 @@ class TrainConfig:
             check_int("max_steps", self.max_steps, 1, 10**12)
         if self.max_time is not None:
             check_float("max_time", self.max_time, 0.0, 10**9, low_open=True)
-        if self.patience is not None:
-            check_int("patience", self.patience, 1, 1_000_000)
+        check_int("patience", self.patience, 0, 1_000_000)
         check_float("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)
         if self.schedule not in SCHEDULES:
             fail(f"schedule must be one of {', '.join(SCHEDULES)}", "schedule", self.schedule)
@@ -151,6 +193,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> "TrainConfig":
+        if isinstance(data, dict) and "patience" in data and data["patience"] is None:
+            data = {**data, "patience": 0}  # directories and checkpoints written before 0 meant "never"
         return settings_from_dict(cls, data)
 
 

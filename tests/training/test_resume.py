@@ -73,7 +73,7 @@ def test_kill_9_at_random_moments_then_resume_is_bitwise_exact(tiny_corpus, tmp_
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tiny_corpus, tmp_path):
     out = tmp_path / "m"
     textgen.train(str(tiny_corpus), out=out, quiet=True, checkpoint_every=5,
-                  **{**TINY_SETTINGS, "max_steps": 12, "patience": None})
+                  **{**TINY_SETTINGS, "max_steps": 12, "patience": 0})
     manager = CheckpointManager(out, keep=3)
     # A finished run keeps one bundle; make a second, newer one and break it.
     arrays, progress, tokenizer_json = manager.load_latest()

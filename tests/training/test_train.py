@@ -88,6 +88,20 @@ def test_settings_and_destination_are_checked_before_reading_the_corpus(tmp_path
         textgen.train("does-not-exist.txt", out=tmp_path / "m", quiet=True)
 
 
+def test_the_python_api_takes_the_command_lines_spellings_and_patience_zero(tiny_corpus, tmp_path):
+    model = textgen.train(str(tiny_corpus), out=tmp_path / "m", quiet=True, max_time="10m",
+                          tokenizer_sample_bytes="2k", peer_timeout="5m", **{**TINY_SETTINGS, "patience": 0})
+    assert model.train_config.max_time == 600 and model.train_config.patience == 0
+    assert model.manifest["corpus"]["tokenizer_sample_bytes"] == 2000
+
+
+@pytest.mark.parametrize("setting, value", [("max_time", "soon"), ("tokenizer_sample_bytes", "lots"),
+                                            ("peer_timeout", "-1s")])
+def test_a_misspelt_duration_or_size_is_refused_before_reading_the_corpus(tmp_path, setting, value):
+    with pytest.raises(ConfigError, match=rf"must be a positive (duration|size) .*Received: {setting}='{value}'$"):
+        textgen.train("does-not-exist.txt", out=tmp_path / "m", quiet=True, **{setting: value})
+
+
 def test_load_of_a_plain_folder_is_refused(tmp_path):
     with pytest.raises(ModelDirError):
         textgen.load(tmp_path)

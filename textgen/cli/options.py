@@ -2,43 +2,37 @@
 
 from __future__ import annotations
 
-import re
-
 import click
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*$")
-_BYTE_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(?:([kmgt])(i?))?b?\s*$", re.IGNORECASE)
+from textgen.config import parse_duration, parse_size
+from textgen.errors import ConfigError
 
 
-class Duration(click.ParamType):
+class _Parsed(click.ParamType):
+    """An option value read by one of ``textgen.config``'s parsers, so the command line and the Python API
+    accept the very same spellings; a value it refuses is a usage error."""
+
+    parse = None  # the parser: (value, name) -> the value, or ConfigError
+
+    def convert(self, value, param, ctx):
+        try:
+            return type(self).parse(value, param.name if param else self.name)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Duration(_Parsed):
     """A time span: ``90`` or ``90s`` (seconds), ``15m``, ``2h``; returned in seconds."""
 
     name = "duration"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)):
-            return float(value)
-        match = _DURATION.match(str(value))
-        if not match or float(match.group(1)) <= 0:
-            self.fail(f"expected a positive duration such as 90s, 15m or 2h. Received: {value!r}", param, ctx)
-        return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    parse = staticmethod(parse_duration)
 
 
-class ByteSize(click.ParamType):
+class ByteSize(_Parsed):
     """A number of bytes: ``500000``, ``100k``, ``100M``, ``2G`` (powers of 1000), ``64MiB`` (of 1024)."""
 
     name = "size"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        match = _BYTE_SIZE.match(str(value))
-        if match:
-            unit, binary = (match.group(2) or "").lower(), bool(match.group(3))
-            size = int(float(match.group(1)) * (1024 if binary else 1000) ** " kmgt".index(unit or " "))
-            if size >= 1:
-                return size
-        self.fail(f"expected a positive size such as 500000, 100M or 2G. Received: {value!r}", param, ctx)
+    parse = staticmethod(parse_size)
 
 
 class CommaList(click.ParamType):

@@ -88,7 +88,7 @@ def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_siz
             model=ModelConfig(cell=cell, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout),
             training=TrainConfig(
                 seq_length=seq_length, val_seq_length=chosen["val_seq_length"], batch_size=batch_size,
-                epochs=epochs, max_steps=max_steps, max_time=max_time, patience=patience or None,
+                epochs=epochs, max_steps=max_steps, max_time=max_time, patience=patience,
                 learning_rate=learning_rate, schedule=chosen["schedule"] or TrainConfig.schedule, clipnorm=clipnorm,
                 val_fraction=val_fraction, seed=seed if seed is not None else draw_seed(),
                 checkpoint_every=checkpoint_every),

@@ -163,7 +163,7 @@ class Trainer:
                 if limit is not None:
                     stop_reason = limit
                     break
-                if cfg.patience is not None and st.epochs_without_gain >= cfg.patience:
+                if cfg.patience and st.epochs_without_gain >= cfg.patience:  # patience 0: never
                     stop_reason = "patience"
                     break
         except KeyboardInterrupt:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from textgen import model_dir
 from textgen.backend import keras
-from textgen.config import TrainConfig, apply_preset, draw_seed
+from textgen.config import TrainConfig, apply_preset, draw_seed, parse_duration, parse_size
 from textgen.data.corpus import open_corpus
 from textgen.data.token_cache import open_token_cache
 from textgen.data.windows import TrainWindows, split_ids
@@ -37,17 +37,17 @@ _M, _T = ModelConfig, TrainConfig  # defaults are read from the settings classes
 
 
 def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "char", vocab_size: int | None = None,
-          tokenizer_sample_bytes: int = SAMPLE_BYTES,
+          tokenizer_sample_bytes: int | str = SAMPLE_BYTES,
           cell: str = _M.cell, layers: int = _M.layers, units: int = _M.units, embedding_dim: int = _M.embedding_dim,
           dropout: float = _M.dropout, seq_length: int = _T.seq_length, val_seq_length: int | None = None,
           batch_size: int = _T.batch_size,
-          epochs: int = _T.epochs, max_steps: int | None = None, max_time: float | None = None,
-          patience: int | None = _T.patience, learning_rate: float = _T.learning_rate, schedule: str | None = None,
+          epochs: int = _T.epochs, max_steps: int | None = None, max_time: float | str | None = None,
+          patience: int = _T.patience, learning_rate: float = _T.learning_rate, schedule: str | None = None,
           clipnorm: float = _T.clipnorm, val_fraction: float = _T.val_fraction, seed: int | None = None,
           checkpoint_every: int | None = _T.checkpoint_every, encoding: str = "utf-8", errors: str = "strict",
           overwrite: bool = False, resume: bool = False, log=None, quiet: bool = False,
           strategy: str = "default", devices: int | None = None,
-          peer_timeout: float = DEFAULT_PEER_TIMEOUT, preset: str | None = None) -> TextModel:
+          peer_timeout: float | str = DEFAULT_PEER_TIMEOUT, preset: str | None = None) -> TextModel:
     """Train a model on a corpus and write it to the directory ``out``.
 
     ``corpus`` is a path, folder, glob or named corpus, or a list of them
@@ -74,6 +74,12 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     chief's settings (and, resuming, its checkpoint) and returns a model whose
     ``path`` is None.
 
+    Durations (``max_time``, ``peer_timeout``) are seconds or strings such
+    as ``"90s"``, ``"10m"``, ``"2h"``, and ``tokenizer_sample_bytes`` a number
+    or a string such as ``"500k"``, ``"100M"``, ``"64MiB"``: the spellings the
+    command line takes, read by the same parsers (``textgen.config``).
+    ``patience=0`` never stops early.
+
     ``preset`` names a recipe from ``textgen.config.PRESETS`` (``"budget"``:
     cosine ``schedule`` and 256-token validation windows) whose settings apply
     where ``schedule`` and ``val_seq_length`` are left at None; without one,
@@ -81,6 +87,7 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     tokens long.
     """
     chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
+    max_time = None if max_time is None else parse_duration(max_time, "max_time")
     request = TrainRequest(
         out=Path(out), inputs=tuple(str(item) for item in ([corpus] if isinstance(corpus, (str, Path))
                                                              else list(corpus or []))),
@@ -90,9 +97,9 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
                              learning_rate=learning_rate, schedule=chosen["schedule"] or _T.schedule,
                              clipnorm=clipnorm, val_fraction=val_fraction,
                              seed=seed if seed is not None else draw_seed(), checkpoint_every=checkpoint_every),
-        tokenizer=TokenizerSettings(tokenizer, vocab_size, tokenizer_sample_bytes),
+        tokenizer=TokenizerSettings(tokenizer, vocab_size, parse_size(tokenizer_sample_bytes, "tokenizer_sample_bytes")),
         encoding=encoding, errors=errors, overwrite=overwrite, resume=resume,
-        cluster=ClusterSettings(strategy, devices, peer_timeout))
+        cluster=ClusterSettings(strategy, devices, parse_duration(peer_timeout, "peer_timeout")))
     return run_training(request, log=log, quiet=quiet)
 
 
