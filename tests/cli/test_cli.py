@@ -213,3 +213,21 @@ def test_a_model_too_large_for_its_vocabulary_is_refused_before_the_corpus_is_re
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("Error: model would have more than 500,000,000 parameters with a vocabulary of")
     assert "corpus:" not in result.stderr and not (tmp_path / "m").exists()
+
+
+def test_a_warning_is_shown_when_it_happens_not_when_the_command_ends(runner, tiny_corpus, tmp_path):
+    from textgen.training.checkpoints import CheckpointManager
+
+    out = tmp_path / "m"
+    assert runner.invoke(cli, tiny_train_args(tiny_corpus, out)).exit_code == 0
+    # A newer bundle that is broken: resuming warns about it, then goes on from the one before.
+    manager = CheckpointManager(out)
+    arrays, progress, tokenizer_json = manager.load_latest()
+    manager.save(99, arrays, {**progress, "loop": {**progress["loop"], "steps": 99}}, tokenizer_json)
+    (out / "checkpoints" / "ckpt-0000000099" / "state.npz").write_bytes(b"broken")
+    result = runner.invoke(cli, ["train", "--out", str(out), "--resume", "--max-steps", "5"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    warned = [i for i, line in enumerate(lines) if line.startswith("warning: checkpoint ckpt-0000000099 is unusable")]
+    assert len(warned) == 1
+    assert warned[0] < lines.index(f"resuming from step 3 in {out / 'checkpoints'}")
