@@ -198,6 +198,58 @@ class TrainConfig:
         return settings_from_dict(cls, data)
 
 
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The limits a training run is given now; None where one is not given.
+
+    Totals count the whole run, all its sessions together: ``epochs``,
+    ``max_steps`` and ``max_time`` (seconds, a resumed run's stored seconds
+    included). Increments count from where a resumed run stands:
+    ``more_steps`` and ``more_time`` (seconds); they continue a run, so only
+    a resumed run takes them. A total and an increment of the same kind are
+    never given together. On a fresh run the limits not given keep their
+    defaults; on a resumed one, the run's stored limits.
+    """
+
+    epochs: int | None = None
+    max_steps: int | None = None
+    max_time: float | None = None
+    more_steps: int | None = None
+    more_time: float | None = None
+
+    def __post_init__(self):
+        if self.epochs is not None:
+            check_int("epochs", self.epochs, 1, 1_000_000)
+        for name in ("max_steps", "more_steps"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1, 10**12)
+        for name in ("max_time", "more_time"):
+            if getattr(self, name) is not None:
+                check_float(name, getattr(self, name), 0.0, 10**9, low_open=True)
+        for total, increment in (("max_steps", "more_steps"), ("max_time", "more_time")):
+            if getattr(self, total) is not None and getattr(self, increment) is not None:
+                fail(f"give {total} (a total for the whole run) or {increment} (an increment), not both",
+                     increment, getattr(self, increment))
+
+    @property
+    def increments(self) -> dict:
+        """The increments given, by name."""
+        return {name: value for name, value in (("more_steps", self.more_steps), ("more_time", self.more_time))
+                if value is not None}
+
+    def applied_to(self, config: TrainConfig, *, steps: int = 0, seconds: float = 0.0) -> TrainConfig:
+        """``config`` with these limits in place of its own, for a run that has done ``steps`` in ``seconds``.
+
+        The result holds totals only (an increment is added to where the run
+        stands), so a run resumed again later, say after a kill, keeps the
+        very same limits.
+        """
+        totals = {"epochs": self.epochs,
+                  "max_steps": self.max_steps if self.more_steps is None else steps + self.more_steps,
+                  "max_time": self.max_time if self.more_time is None else seconds + self.more_time}
+        return dataclasses.replace(config, **{name: value for name, value in totals.items() if value is not None})
+
+
 # Generation length is bounded so a typo (or a crafted request) cannot ask for
 # hours of work or gigabytes of output.
 MAX_LENGTH = 1_000_000

@@ -99,7 +99,7 @@ def test_resume_refuses_a_changed_corpus(tiny_corpus, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text(tiny_corpus.read_text() + "more text\n")
     with pytest.raises(Exception, match="corpus differs"):
-        textgen.train(str(other), out=out, quiet=True, resume=True)
+        textgen.train(str(other), out=out, quiet=True, resume=True, more_steps=3)
 
 
 def test_resume_without_checkpoints_is_a_clear_error(tmp_path):

@@ -13,7 +13,7 @@ import click
 
 from textgen.cli.edge import library_errors
 from textgen.cli.options import ByteSize, Duration, setting_option
-from textgen.config import PRESETS, SCHEDULES, TrainConfig, apply_preset, draw_seed
+from textgen.config import PRESETS, SCHEDULES, Limits, TrainConfig, apply_preset, draw_seed
 from textgen.data.corpus import ERROR_POLICIES
 from textgen.model.cells import CELL_TYPES
 from textgen.model.settings import ModelConfig
@@ -43,9 +43,16 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
 @click.option("--val-seq-length", type=int,
               help="Tokens per validation window, each scored from an empty state (default: --seq-length).")
 @setting_option("--batch-size", settings=TrainConfig, help="Windows per step (with a strategy: the global batch).")
-@setting_option("--epochs", settings=TrainConfig, help="Passes over the training split, at most.")
-@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
-@click.option("--max-time", type=Duration(), help="Stop after this long, e.g. 300, 10m, 1h.")
+@click.option("--epochs", type=int, show_default=str(TrainConfig.epochs),
+              help="Passes over the training split, at most, in all (with --resume: a new total).")
+@click.option("--max-steps", type=int,
+              help="Stop once the run has taken this many optimizer steps in all (with --resume: a new total).")
+@click.option("--max-time", type=Duration(),
+              help="Stop once the run has trained this long in all, e.g. 300, 10m, 1h (with --resume: a new total, "
+                   "earlier sessions counted).")
+@click.option("--more-steps", type=int, help="With --resume: train this many steps more than the run has taken.")
+@click.option("--more-time", type=Duration(),
+              help="With --resume: train this much longer than the run has trained, e.g. 10m.")
 @setting_option("--patience", settings=TrainConfig,
                 help="Stop after this many epochs without a better validation loss (0: never).")
 @setting_option("--learning-rate", settings=TrainConfig, help="Adam's learning rate (with --schedule cosine: its peak).")
@@ -69,14 +76,16 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
                    "all-reduce.")
 def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_size, tokenizer_sample_bytes, cell,
           layers, units, embedding_dim, dropout, seq_length, val_seq_length, batch_size, epochs, max_steps, max_time,
-          patience, learning_rate, schedule, clipnorm, val_fraction, preset, seed, encoding, errors, strategy,
+          more_steps, more_time, patience, learning_rate, schedule, clipnorm, val_fraction, preset, seed, encoding, errors, strategy,
           devices, peer_timeout):
     """Train a model on CORPUS and write it to --out.
 
     CORPUS is any number of files, folders, globs or named corpora
     (python, tinyshakespeare); the default is the python corpus. With
     --resume, CORPUS may be left out: the run's own corpus is read again and
-    must be unchanged.
+    must be unchanged. --epochs, --max-steps and --max-time are totals for
+    the whole run; --more-steps and --more-time continue a resumed run by
+    that much.
     """
     with library_errors():
         from textgen.training.plan import TrainRequest
@@ -88,10 +97,11 @@ def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_siz
             model=ModelConfig(cell=cell, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout),
             training=TrainConfig(
                 seq_length=seq_length, val_seq_length=chosen["val_seq_length"], batch_size=batch_size,
-                epochs=epochs, max_steps=max_steps, max_time=max_time, patience=patience,
-                learning_rate=learning_rate, schedule=chosen["schedule"] or TrainConfig.schedule, clipnorm=clipnorm,
-                val_fraction=val_fraction, seed=seed if seed is not None else draw_seed(),
+                patience=patience, learning_rate=learning_rate, schedule=chosen["schedule"] or TrainConfig.schedule,
+                clipnorm=clipnorm, val_fraction=val_fraction, seed=seed if seed is not None else draw_seed(),
                 checkpoint_every=checkpoint_every),
             tokenizer=TokenizerSettings(tokenizer, vocab_size, tokenizer_sample_bytes),
-            cluster=ClusterSettings(strategy, devices, peer_timeout))
+            cluster=ClusterSettings(strategy, devices, peer_timeout),
+            limits=Limits(epochs=epochs, max_steps=max_steps, max_time=max_time, more_steps=more_steps,
+                          more_time=more_time))
         run_training(request)

@@ -66,6 +66,26 @@ class LoopState:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def stop_reason(self, config: TrainConfig, seconds: float) -> str | None:
+        """The limit that ends the run here, or None to go on; ``seconds`` is the time the run has spent so far.
+
+        The one statement of the stopping rules, for the loop and for a resumed
+        run that may have nothing left to do. Every limit counts the whole run,
+        all its sessions together. Time and steps can end a run after any step;
+        patience and epochs only between two epochs (``step_in_epoch`` 0),
+        once the last one was validated. Patience 0 never stops a run.
+        """
+        if config.max_time is not None and seconds >= config.max_time:
+            return "max_time"
+        if config.max_steps is not None and self.steps >= config.max_steps:
+            return "max_steps"
+        if self.step_in_epoch == 0:
+            if config.patience and self.epochs_without_gain >= config.patience:
+                return "patience"
+            if self.epoch > config.epochs:
+                return "epochs"
+        return None
+
     @classmethod
     def from_dict(cls, data: dict) -> "LoopState":
         known = {field.name for field in dataclasses.fields(cls)}
@@ -145,27 +165,24 @@ class Trainer:
         """Train from ``self.state`` until a stopping rule fires; leave the best weights in the model.
 
         Stops on ``epochs``, ``max_steps``, ``max_time``, ``patience`` epochs
-        without a better validation loss, or Ctrl-C (``stop_reason`` says
-        which). Every epoch, whole or cut short by a limit, ends with a
-        validation and a checkpoint. A non-finite loss raises ``TrainingError``.
+        without a better validation loss (``LoopState.stop_reason``), or Ctrl-C
+        (``stop_reason`` says which). Every epoch, whole or cut short by a
+        limit, ends with a validation and a checkpoint. A run resumed where a
+        limit already holds returns at once: no step, no validation, no
+        checkpoint. A non-finite loss raises ``TrainingError``.
         """
         cfg, st = self.config, self.state
         self._session_start, self._seconds_before = time.monotonic(), st.seconds
         self._chief_seconds = st.seconds
-        stop_reason = "epochs"
+        self._close_finished_epoch(windows)  # a checkpoint written by an older textgen may leave one open
+        stop_reason = st.stop_reason(cfg, self._decision_seconds())
         try:
-            while st.epoch <= cfg.epochs:
-                limit = self._train_epoch(windows)
+            while stop_reason is None:
+                stop_reason = self._train_epoch(windows)
                 self._validate(val_ids, st.step_in_epoch / max(windows.steps_in_epoch(st.epoch), 1))
-                if limit is None:
-                    st.epoch, st.step_in_epoch, st.epoch_losses = st.epoch + 1, 0, []
+                self._close_finished_epoch(windows)
                 self._save_checkpoint()
-                if limit is not None:
-                    stop_reason = limit
-                    break
-                if cfg.patience and st.epochs_without_gain >= cfg.patience:  # patience 0: never
-                    stop_reason = "patience"
-                    break
+                stop_reason = stop_reason or st.stop_reason(cfg, self._decision_seconds())
         except KeyboardInterrupt:
             stop_reason = "interrupted"
             if st.steps:
@@ -174,6 +191,17 @@ class Trainer:
         if self.best_weights is not None:
             self._restore_weights(self.best_weights)
         return TrainResult(st.history, st.best, st.steps, st.tokens, st.seconds, stop_reason, st.validation_seconds)
+
+    def _close_finished_epoch(self, windows: TrainWindows) -> None:
+        """Move on to the next epoch once every step of this one has run and been validated.
+
+        Also when a limit stopped the run on the epoch's last step: the epoch
+        is over, so a continued run starts the next one rather than validating
+        an epoch with no steps left.
+        """
+        st = self.state
+        if st.step_in_epoch >= windows.steps_in_epoch(st.epoch):
+            st.epoch, st.step_in_epoch, st.epoch_losses = st.epoch + 1, 0, []
 
     def _train_epoch(self, windows: TrainWindows) -> str | None:
         """Train the rest of the current epoch; the limit that cut it short (max_time, max_steps), or None."""
@@ -192,10 +220,9 @@ class Trainer:
                                      loss=float(np.mean(st.epoch_losses[-_SHOWN_LOSS_STEPS:])),
                                      tokens_per_second=st.tokens / max(now - st.validation_seconds, 1e-9),
                                      eta_seconds=self._eta(now, windows))
-                if cfg.max_time is not None and self._decision_seconds() >= cfg.max_time:
-                    return "max_time"
-                if cfg.max_steps is not None and st.steps >= cfg.max_steps:
-                    return "max_steps"
+                limit = st.stop_reason(cfg, self._decision_seconds())  # max_time or max_steps: the epoch goes on
+                if limit is not None:
+                    return limit
                 if cfg.checkpoint_every and st.steps % cfg.checkpoint_every == 0 and st.step_in_epoch < epoch_steps:
                     self._save_checkpoint()
         finally:

@@ -6,8 +6,11 @@
 * fresh: the request's settings; the tokenizer is learned from the corpus, and
   nothing is restored. The destination is checked before any work.
 * resumed: the settings, tokenizer, corpus and every variable of the newest
-  checkpoint in ``out``; limits given now (``max_steps``, ``max_time``)
-  replace the stored ones.
+  checkpoint in ``out``; limits given now (``textgen.config.Limits``: new
+  totals, or increments from where the run stands) replace the stored ones.
+* finished: a resumed run that a limit already stops, whose model ``out``
+  already holds: there is nothing to do, which one line says, and nothing is
+  read or written.
 * follower (a worker of a distributed run that is not the chief): the chief's
   plan, received from it; the follower writes only to a scratch folder, which
   is thrown away.
@@ -24,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from textgen import model_dir
-from textgen.config import TrainConfig
+from textgen.config import Limits, TrainConfig, fail
 from textgen.errors import ConfigError, CorpusError, ModelDirError
 from textgen.model.settings import ModelConfig
 from textgen.tokenization.rules import TokenizerSettings
 from textgen.tokenization.tokenizer import TextTokenizer
+from textgen.training.loop import LoopState
 from textgen.training.tf_config import ClusterSettings
 
 
@@ -38,7 +42,9 @@ class TrainRequest:
 
     ``inputs`` are corpus files, folders, globs or names (none: the default
     corpus, or on resume the run's own). ``model`` leaves ``vocab_size`` to the
-    tokenizer. On resume only ``training``'s limits are read, and only when given.
+    tokenizer. ``limits`` are the limits given now: they replace
+    ``training``'s own on a fresh run, and the stored ones on resume, where
+    ``model``, ``training`` and ``tokenizer`` are not read (the run's own are).
     """
 
     out: Path
@@ -51,12 +57,17 @@ class TrainRequest:
     overwrite: bool = False
     resume: bool = False
     cluster: ClusterSettings = ClusterSettings()
+    limits: Limits = Limits()
 
     def __post_init__(self):
-        if not self.resume:
-            # Every setting is checked before any text is read: the model's size depends on the vocabulary the
-            # tokenizer will learn, so it is checked with the largest one it can learn.
-            self.model.with_vocab(self.tokenizer.largest_vocab)
+        if self.resume:
+            return
+        for name, value in self.limits.increments.items():
+            fail(f"{name} continues a run, so it needs resume; a new run takes a total (max_steps, max_time)",
+                 name, value)
+        # Every setting is checked before any text is read: the model's size depends on the vocabulary the
+        # tokenizer will learn, so it is checked with the largest one it can learn.
+        self.model.with_vocab(self.tokenizer.largest_vocab)
 
 
 @dataclasses.dataclass
@@ -69,7 +80,7 @@ class RunPlan:
     where training resumes (None: from the start).
     """
 
-    kind: str  # "fresh", "resumed" or "follower"
+    kind: str  # "fresh", "resumed", "finished" or "follower"
     model: ModelConfig
     training: TrainConfig
     inputs: list[str]
@@ -104,25 +115,58 @@ def plan_run(request: TrainRequest, *, cluster, checkpoints, progress) -> RunPla
     if request.resume:
         arrays, stored, tokenizer_json = checkpoints.load_latest()
         plan = _stored_plan("resumed", stored, arrays, tokenizer_json, request)
+        # The limits given now replace the stored ones (a follower takes the chief's as they are).
+        position = LoopState.from_dict(plan.loop)
+        plan.training = request.limits.applied_to(plan.training, steps=position.steps, seconds=position.seconds)
+        reason = position.stop_reason(plan.training, position.seconds)
+        # In a cluster every worker must go through the run (it returns at once), or the followers would wait.
+        if reason is not None and cluster is None and _holds_final_model(request.out, plan.loop):
+            progress.message(_nothing_left(reason, plan.training, plan.loop, request.out))
+            plan.kind = "finished"
+            return plan
         model_dir.check_writable(request.out)
         progress.message(f"resuming from step {plan.loop['steps']} in {checkpoints.root}")
         return plan
     model_dir.check_destination(request.out, overwrite=request.overwrite)
     model_dir.check_writable(request.out)
-    return RunPlan("fresh", request.model, request.training, list(request.inputs), request.encoding,
-                   request.errors, request.tokenizer)
+    return RunPlan("fresh", request.model, request.limits.applied_to(request.training), list(request.inputs),
+                   request.encoding, request.errors, request.tokenizer)
+
+
+def _holds_final_model(out: Path, loop: dict) -> bool:
+    """True if ``out`` holds the model its run saved when it stopped at the step ``loop`` stands at."""
+    try:
+        _, manifest = model_dir.read_manifest(out)
+    except ModelDirError:  # killed before the model was written, or a broken one: the run writes it again
+        return False
+    metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
+    return metrics.get("steps") == loop["steps"] and metrics.get("stop_reason") != "interrupted"
+
+
+# What each limit counts, and how a run it stopped can go on: for the line that says a resumed run has nothing to do.
+_REACHED = {
+    "max_steps": ("a total for the whole run", "--more-steps N trains N steps more"),
+    "max_time": ("a total for the whole run", "--more-time 10m trains 10 minutes more"),
+    "epochs": ("a total for the whole run", "a larger --epochs trains more epochs"),
+    "patience": ("epochs in a row without a better validation loss", "the run ends here"),
+}
+
+
+def _nothing_left(reason: str, training: TrainConfig, loop: dict, out: Path) -> str:
+    """One line: the limit a resumed run has already reached, and how it can go on."""
+    value = getattr(training, reason)  # every stop reason but "interrupted" is the name of its limit
+    limit = f"--{reason.replace('_', '-')} {value:g}" + ("s" if reason == "max_time" else "")
+    counts, going_on = _REACHED[reason]
+    return (f"nothing to do: the run in {out} has reached {limit} ({counts}) after {loop['steps']} steps in "
+            f"{loop['seconds']:.0f}s; {going_on}")
 
 
 def _stored_plan(kind: str, stored: dict, arrays: dict, tokenizer_json: str, request: TrainRequest) -> RunPlan:
     """A plan from a recorded one: a checkpoint's (resumed) or the chief's (follower)."""
-    # Limits given now replace the stored ones; a follower takes the chief's as they are.
-    limits = {} if kind == "follower" else {
-        name: value for name, value in (("max_steps", request.training.max_steps),
-                                        ("max_time", request.training.max_time)) if value}
     tokenizer = TextTokenizer.from_json(tokenizer_json)
     try:
         model = ModelConfig.from_dict(stored["model_config"])
-        training = TrainConfig.from_dict({**stored["train_config"], **limits})
+        training = TrainConfig.from_dict(stored["train_config"])
         corpus = stored["corpus"]
         tokenizer_settings = TokenizerSettings(
             tokenizer.level, sample_bytes=corpus.get("tokenizer_sample_bytes", request.tokenizer.sample_bytes))

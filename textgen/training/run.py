@@ -16,14 +16,14 @@ from typing import Sequence
 
 from textgen import model_dir
 from textgen.backend import keras
-from textgen.config import TrainConfig, apply_preset, draw_seed, parse_duration, parse_size
+from textgen.config import Limits, TrainConfig, apply_preset, draw_seed, parse_duration, parse_size
 from textgen.data.corpus import open_corpus
 from textgen.data.token_cache import open_token_cache
 from textgen.data.windows import TrainWindows, split_ids
 from textgen.errors import TrainingError
 from textgen.model.network import build_model
 from textgen.model.settings import ModelConfig
-from textgen.text_model import TextModel
+from textgen.text_model import TextModel, load
 from textgen.tokenization.rules import SAMPLE_BYTES, TokenizerSettings
 from textgen.tokenization.tokenizer import TextTokenizer
 from textgen.training.checkpoints import CheckpointManager
@@ -41,8 +41,9 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
           cell: str = _M.cell, layers: int = _M.layers, units: int = _M.units, embedding_dim: int = _M.embedding_dim,
           dropout: float = _M.dropout, seq_length: int = _T.seq_length, val_seq_length: int | None = None,
           batch_size: int = _T.batch_size,
-          epochs: int = _T.epochs, max_steps: int | None = None, max_time: float | str | None = None,
-          patience: int = _T.patience, learning_rate: float = _T.learning_rate, schedule: str | None = None,
+          epochs: int | None = None, max_steps: int | None = None, max_time: float | str | None = None,
+          more_steps: int | None = None, more_time: float | str | None = None, patience: int = _T.patience,
+          learning_rate: float = _T.learning_rate, schedule: str | None = None,
           clipnorm: float = _T.clipnorm, val_fraction: float = _T.val_fraction, seed: int | None = None,
           checkpoint_every: int | None = _T.checkpoint_every, encoding: str = "utf-8", errors: str = "strict",
           overwrite: bool = False, resume: bool = False, log=None, quiet: bool = False,
@@ -55,10 +56,17 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     any work, so a typo never costs a training run. Checkpoints go to
     ``out/checkpoints`` every ``checkpoint_every`` steps and at every epoch
     end; ``resume=True`` continues the run found there exactly, with its
-    stored settings (``max_steps`` and ``max_time``, if given, replace the
-    stored limits). Progress goes to ``log`` (default: stderr at call time),
+    stored settings. Progress goes to ``log`` (default: stderr at call time),
     or nowhere with ``quiet``. On Ctrl-C the work so far is saved and
     ``KeyboardInterrupt`` is raised again.
+
+    The run stops at its first limit. ``epochs`` (default 20), ``max_steps``
+    and ``max_time`` are totals for the whole run: resumed, its earlier
+    sessions count, time included. ``more_steps`` and ``more_time`` continue
+    a resumed run by that much from where it stands. On resume, each limit
+    given replaces the stored one of its kind and the others stay; a run
+    that a limit already stops has nothing to do, says so, writes nothing,
+    and the model saved in ``out`` is returned.
 
     The tokenizer learns from at most ``tokenizer_sample_bytes`` of the
     corpus (an evenly spread sample of a larger one). The corpus is then
@@ -74,7 +82,7 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     chief's settings (and, resuming, its checkpoint) and returns a model whose
     ``path`` is None.
 
-    Durations (``max_time``, ``peer_timeout``) are seconds or strings such
+    Durations (``max_time``, ``more_time``, ``peer_timeout``) are seconds or strings such
     as ``"90s"``, ``"10m"``, ``"2h"``, and ``tokenizer_sample_bytes`` a number
     or a string such as ``"500k"``, ``"100M"``, ``"64MiB"``: the spellings the
     command line takes, read by the same parsers (``textgen.config``).
@@ -87,19 +95,21 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     tokens long.
     """
     chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
-    max_time = None if max_time is None else parse_duration(max_time, "max_time")
+    durations = {name: parse_duration(value, name) for name, value in (("max_time", max_time),
+                                                                       ("more_time", more_time)) if value is not None}
     request = TrainRequest(
         out=Path(out), inputs=tuple(str(item) for item in ([corpus] if isinstance(corpus, (str, Path))
                                                              else list(corpus or []))),
         model=ModelConfig(cell=cell, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout),
         training=TrainConfig(seq_length=seq_length, val_seq_length=chosen["val_seq_length"], batch_size=batch_size,
-                             epochs=epochs, max_steps=max_steps, max_time=max_time, patience=patience,
-                             learning_rate=learning_rate, schedule=chosen["schedule"] or _T.schedule,
+                             patience=patience, learning_rate=learning_rate, schedule=chosen["schedule"] or _T.schedule,
                              clipnorm=clipnorm, val_fraction=val_fraction,
                              seed=seed if seed is not None else draw_seed(), checkpoint_every=checkpoint_every),
-        tokenizer=TokenizerSettings(tokenizer, vocab_size, parse_size(tokenizer_sample_bytes, "tokenizer_sample_bytes")),
+        tokenizer=TokenizerSettings(tokenizer, vocab_size,
+                                    parse_size(tokenizer_sample_bytes, "tokenizer_sample_bytes")),
         encoding=encoding, errors=errors, overwrite=overwrite, resume=resume,
-        cluster=ClusterSettings(strategy, devices, parse_duration(peer_timeout, "peer_timeout")))
+        cluster=ClusterSettings(strategy, devices, parse_duration(peer_timeout, "peer_timeout")),
+        limits=Limits(epochs=epochs, max_steps=max_steps, more_steps=more_steps, **durations))
     return run_training(request, log=log, quiet=quiet)
 
 
@@ -122,6 +132,8 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> Te
     # A follower's checkpoints are thrown away at the end; one bundle at a time is enough.
     checkpoints = CheckpointManager(cluster.scratch_dir(), keep=1) if follower else CheckpointManager(request.out)
     plan = plan_run(request, cluster=cluster, checkpoints=checkpoints, progress=progress)
+    if plan.kind == "finished":  # a limit already stops this run, and its model is saved: nothing to do
+        return load(request.out)
     if cluster is not None:
         cluster.check_batch_size(plan.training.batch_size)
 
