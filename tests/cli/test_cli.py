@@ -231,3 +231,45 @@ def test_a_warning_is_shown_when_it_happens_not_when_the_command_ends(runner, ti
     warned = [i for i, line in enumerate(lines) if line.startswith("warning: checkpoint ckpt-0000000099 is unusable")]
     assert len(warned) == 1
     assert warned[0] < lines.index(f"resuming from step 3 in {out / 'checkpoints'}")
+
+
+def every_command(command=cli, path=("textgen",)):
+    """(path, command) for the group and every command under it."""
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from every_command(sub, (*path, name))
+
+
+def test_every_option_of_every_command_has_help_and_one_long_name():
+    import click
+
+    for path, command in every_command():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                where = f"{' '.join(path)} {param.opts}"
+                assert param.help, f"{where} has no help text"
+                long_names = [name for name in param.opts + param.secondary_opts if name.startswith("--")]
+                assert len(long_names) == 1, f"{where}: an alias documents nowhere what it is"
+
+
+def test_explain_takes_a_prompt_like_every_other_command(runner, tiny_model_dir):
+    result = runner.invoke(cli, ["explain", str(tiny_model_dir), "--prompt", "ROMEO:"])
+    assert result.exit_code == 0, result.output
+    old = runner.invoke(cli, ["explain", str(tiny_model_dir), "--text", "ROMEO:"])
+    assert old.exit_code == 2 and "No such option '--text'" in old.output
+
+
+def test_the_memory_experiment_replaces_earlier_results_only_with_overwrite(runner, tmp_path):
+    out = tmp_path / "memory"
+    out.mkdir()
+    for name in ("results.json", "accuracy.png"):
+        (out / name).write_text("an earlier experiment")
+    tiny = ["experiment", "memory", "--tasks", "copy", "--distances", "4", "--cells", "lstm", "--seconds-per-run",
+            "1", "--max-steps", "2", "--parameters", "600", "--batch-size", "4", "--no-plots", "--out", str(out)]
+    refused = runner.invoke(cli, tiny)
+    assert refused.exit_code == 1 and "results.json already exists; pass --overwrite" in refused.stderr
+    assert (out / "results.json").read_text() == "an earlier experiment"
+    replaced = runner.invoke(cli, [*tiny, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads((out / "results.json").read_text())["settings"]["tasks"] == ["copy"]
+    assert not (out / "accuracy.png").exists()  # the earlier experiment's plot would pass for this one's

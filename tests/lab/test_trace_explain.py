@@ -106,17 +106,17 @@ def test_explain_refuses_out_of_range_choices():
 
 
 def test_explain_command_prints_the_worked_example(tiny_model_dir):
-    result = CliRunner().invoke(cli, ["explain", str(tiny_model_dir), "--text", "ROMEO: But", "--unit", "2",
+    result = CliRunner().invoke(cli, ["explain", str(tiny_model_dir), "--prompt", "ROMEO: But", "--unit", "2",
                                       "--layer", "1"])
     assert result.exit_code == 0, result.output
     assert "forget f = sigmoid(x.W + h_prev.U + b)" in result.stdout
     assert "kept      f * c_prev" in result.stdout and "h = o * tanh(c)" in result.stdout
-    as_json = CliRunner().invoke(cli, ["explain", str(tiny_model_dir), "--text", "ROMEO: But", "--unit", "2",
+    as_json = CliRunner().invoke(cli, ["explain", str(tiny_model_dir), "--prompt", "ROMEO: But", "--unit", "2",
                                        "--layer", "1", "--json"])
     data = json.loads(as_json.stdout)
     import textgen
 
     trace = textgen.load(tiny_model_dir).trace("ROMEO: But")
     assert data["memory"]["h"] == pytest.approx(float(trace.layers[1]["hidden"][-1, 2]), abs=1e-5)
-    bad = CliRunner().invoke(cli, ["explain", str(tiny_model_dir), "--text", "ROMEO", "--unit", "99"])
+    bad = CliRunner().invoke(cli, ["explain", str(tiny_model_dir), "--prompt", "ROMEO", "--unit", "99"])
     assert bad.exit_code == 2 and "Received: unit=99" in bad.output

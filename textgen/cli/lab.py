@@ -67,13 +67,14 @@ def inspect_command(model_dir, prompt, continuation, temperature, seed, layer, q
 
 @click.command()
 @click.argument("model_dir", type=click.Path())
-@click.option("--text", "-p", required=True, help="Text the model reads; the step explained is one of its tokens.")
+@click.option("--prompt", "-p", required=True,
+              help="Text the model reads; the step explained is one of its tokens.")
 @click.option("--position", type=int, default=-1, show_default=True,
-              help="Which token of --text to explain (0 is the first, -1 the last).")
-@click.option("--layer", type=int, default=0, show_default=True)
-@click.option("--unit", type=int, default=0, show_default=True)
+              help="Which token of --prompt to explain (0 is the first, -1 the last).")
+@click.option("--layer", type=int, default=0, show_default=True, help="Layer of the unit (0 is the first).")
+@click.option("--unit", type=int, default=0, show_default=True, help="Unit of that layer whose step is explained.")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as one JSON object.")
-def explain(model_dir, text, position, layer, unit, as_json):
+def explain(model_dir, prompt, position, layer, unit, as_json):
     """Walk through one unit's step by hand, with the model's own weights and states.
 
     Prints every weighted sum (with its largest terms), every sigmoid and
@@ -86,7 +87,7 @@ def explain(model_dir, text, position, layer, unit, as_json):
         from textgen.lab.explain import explain_step, render
         from textgen.text_model import load
 
-        explanation = explain_step(load(model_dir), text, position=position, layer=layer, unit=unit)
+        explanation = explain_step(load(model_dir), prompt, position=position, layer=layer, unit=unit)
         if as_json:
             click.echo(json.dumps(dataclasses.asdict(explanation), sort_keys=True))
         else:
@@ -101,25 +102,29 @@ def experiment():
 @experiment.command("memory")
 @click.option("--distances", type=CommaList(int), default="10,50,100,200", show_default=True,
               help="Dependency distances D, in tokens.")
-@click.option("--tasks", type=CommaList(), default="copy,brackets,quote", show_default=True)
-@click.option("--cells", type=CommaList(), default="rnn,gru,lstm", show_default=True)
+@click.option("--tasks", type=CommaList(), default="copy,brackets,quote", show_default=True,
+              help="Tasks to run, comma-separated: copy, brackets, quote.")
+@click.option("--cells", type=CommaList(), default="rnn,gru,lstm", show_default=True,
+              help="Cells to compare, comma-separated: rnn, gru, lstm, peephole, cifg.")
 @click.option("--seconds-per-run", type=Duration(), default="20s", show_default=True,
               help="CPU time each model trains for (this process, all threads; compiling not counted).")
 @click.option("--max-steps", type=int, default=5000, show_default=True, help="Step cap for each model.")
-@click.option("--parameters", "--units-budget", "parameters", type=int, default=23_000, show_default=True,
+@click.option("--parameters", type=int, default=23_000, show_default=True,
               help="Parameter count every model is sized to, as closely as whole units allow.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Sequences per training step.")
 @click.option("--loss", "loss_on", type=click.Choice(["dependent", "all"]), default="dependent", show_default=True,
               help="Train on the dependent positions only, or on every next token.")
 @click.option("--forget-bias", type=float,
               help="Initial bias of the gate that keeps the state (lstm forget gate, gru update gate); "
                    "default: the model's own initialisation, U(-1/sqrt(units), 1/sqrt(units)).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed of the task data and of every model's initial weights.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="memory-experiment", show_default=True,
               help="Directory for results.json, table.txt and the PNG plots.")
+@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier experiment in --out.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (and the need for matplotlib).")
 def memory(distances, tasks, cells, seconds_per_run, max_steps, parameters, batch_size, loss_on, forget_bias, seed,
-           out, no_plots):
+           out, overwrite, no_plots):
     """Train rnn, gru and lstm on tasks that need a memory of D steps; print the accuracy table.
 
     Every model has about the same parameter count and trains for the same
@@ -133,7 +138,7 @@ def memory(distances, tasks, cells, seconds_per_run, max_steps, parameters, batc
         settings = MemorySettings(tasks=tuple(tasks), distances=tuple(distances), cells=tuple(cells),
                                   seconds_per_run=seconds_per_run, max_steps=max_steps, parameters=parameters,
                                   batch_size=batch_size, loss_on=loss_on, forget_bias=forget_bias, seed=seed)
-        result = run_memory_experiment(settings, out=out, plots=not no_plots,
+        result = run_memory_experiment(settings, out=out, plots=not no_plots, overwrite=overwrite,
                                        progress=lambda line: click.echo(line, err=True))
         click.echo(result["table"])
         click.echo(f"wrote {out}", err=True)

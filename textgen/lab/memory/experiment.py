@@ -44,7 +44,8 @@ from textgen.model.settings import MAX_UNITS, ModelConfig
 from textgen.provenance import library_versions
 from textgen.training.optimizer import make_optimizer
 
-OUTPUTS = ("results.json", "table.txt", "accuracy.png", "gradient_norms.png")
+PLOTS = ("accuracy.png", "gradient_norms.png")
+OUTPUTS = ("results.json", "table.txt", *PLOTS)
 LOSS_POSITIONS = ("dependent", "all")
 _CURVE_EVERY = 25  # steps between points of the recorded loss curve
 
@@ -284,13 +285,13 @@ class MemoryRun:
         return [float(f"{value:.4e}") for value in norms]
 
 
-def check_out_dir(out) -> pathlib.Path:
-    """Create ``out`` if needed; refuse one that already holds results, before any work is done."""
+def check_out_dir(out, overwrite: bool = False) -> pathlib.Path:
+    """Create ``out`` if needed; refuse one that already holds results (unless ``overwrite``), before any work."""
     path = pathlib.Path(out)
     if path.exists() and not path.is_dir():
         raise ExperimentError(f"--out must be a directory. Received: out='{path}'")
-    refuse_to_overwrite([path / name for name in OUTPUTS], overwrite=False, error=ExperimentError,
-                        hint="choose another --out or remove it")
+    refuse_to_overwrite([path / name for name in OUTPUTS], overwrite=overwrite, error=ExperimentError,
+                        hint="pass --overwrite or choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -298,16 +299,18 @@ def check_out_dir(out) -> pathlib.Path:
     return path
 
 
-def run_memory_experiment(settings: MemorySettings, out=None, plots: bool = True, progress=None) -> dict:
+def run_memory_experiment(settings: MemorySettings, out=None, plots: bool = True, progress=None,
+                          overwrite: bool = False) -> dict:
     """Run every task x distance x cell; return the results and, with ``out``, write them there.
 
     ``progress`` (optional) is called with one line of text per finished model.
     Written files: ``results.json``, ``table.txt`` and, with ``plots``,
-    ``accuracy.png`` and ``gradient_norms.png``.
+    ``accuracy.png`` and ``gradient_norms.png``. Results already in ``out``
+    are refused before any work, or replaced with ``overwrite``.
     """
     if plots:
         figures.require_matplotlib()
-    path = check_out_dir(out) if out is not None else None
+    path = check_out_dir(out, overwrite) if out is not None else None
     say = progress or (lambda line: None)
     began = time.monotonic()
     # Which code and machine made the numbers: initialisations change with textgen versions.
@@ -338,6 +341,9 @@ def run_memory_experiment(settings: MemorySettings, out=None, plots: bool = True
         if plots:
             figures.plot_accuracy(result, path / "accuracy.png")
             figures.plot_gradient_norms(result, path / "gradient_norms.png")
+        else:  # plots of an earlier experiment (only there with overwrite) must not pass for this one's
+            for name in PLOTS:
+                (path / name).unlink(missing_ok=True)
     return result
 
 
