@@ -273,3 +273,21 @@ def test_the_memory_experiment_replaces_earlier_results_only_with_overwrite(runn
     assert replaced.exit_code == 0, replaced.output
     assert json.loads((out / "results.json").read_text())["settings"]["tasks"] == ["copy"]
     assert not (out / "accuracy.png").exists()  # the earlier experiment's plot would pass for this one's
+
+
+def test_train_json_prints_only_the_final_metrics_on_stdout_and_quiet_silences_progress(runner, tiny_corpus,
+                                                                                          tmp_path):
+    out = tmp_path / "m"
+    result = runner.invoke(cli, tiny_train_args(tiny_corpus, out) + ["--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics == json.loads(runner.invoke(cli, ["info", str(out), "--json"]).stdout)["manifest"]["metrics"]
+    assert metrics["steps"] == 3 and metrics["stop_reason"] == "max_steps" and metrics["best"]["val_loss"] > 0
+    assert result.stderr == ""
+    # Errors still show when quiet.
+    failed = runner.invoke(cli, tiny_train_args(tiny_corpus, out) + ["--quiet"])
+    assert failed.exit_code == 1 and failed.stderr.startswith("Error: a textgen model already exists there")
+    # Without --quiet, progress goes to stderr and stdout holds the JSON alone.
+    loud = runner.invoke(cli, ["train", "--out", str(out), "--resume", "--more-steps", "2", "--json"])
+    assert loud.exit_code == 0, loud.output
+    assert json.loads(loud.stdout)["steps"] == 5 and "resuming from step 3" in loud.stderr

@@ -7,6 +7,8 @@ library imports when the command runs, so ``textgen --help`` stays fast.
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import click
@@ -74,10 +76,13 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
 @click.option("--peer-timeout", type=Duration(), default=f"{DEFAULT_PEER_TIMEOUT:g}s", show_default=True,
               help="multiworker: how long to wait for the other workers to start and for each step's "
                    "all-reduce.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run's final metrics as one JSON object on stdout, and nothing else there.")
+@click.option("--quiet", "-q", is_flag=True, help="Print no progress; warnings and errors still go to stderr.")
 def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_size, tokenizer_sample_bytes, cell,
           layers, units, embedding_dim, dropout, seq_length, val_seq_length, batch_size, epochs, max_steps, max_time,
           more_steps, more_time, patience, learning_rate, schedule, clipnorm, val_fraction, preset, seed, encoding, errors, strategy,
-          devices, peer_timeout):
+          devices, peer_timeout, as_json, quiet):
     """Train a model on CORPUS and write it to --out.
 
     CORPUS is any number of files, folders, globs or named corpora
@@ -85,7 +90,8 @@ def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_siz
     --resume, CORPUS may be left out: the run's own corpus is read again and
     must be unchanged. --epochs, --max-steps and --max-time are totals for
     the whole run; --more-steps and --more-time continue a resumed run by
-    that much.
+    that much. Progress goes to stderr; with --json, the final metrics go to
+    stdout.
     """
     with library_errors():
         from textgen.training.plan import TrainRequest
@@ -104,4 +110,8 @@ def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_siz
             cluster=ClusterSettings(strategy, devices, peer_timeout),
             limits=Limits(epochs=epochs, max_steps=max_steps, max_time=max_time, more_steps=more_steps,
                           more_time=more_time))
-        run_training(request)
+        if quiet:  # textgen's own log lines (downloads) are progress too
+            logging.getLogger("textgen").setLevel(logging.WARNING)
+        model = run_training(request, quiet=quiet)
+        if as_json:
+            click.echo(json.dumps(model.manifest.get("metrics", {}), sort_keys=True))
