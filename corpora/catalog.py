@@ -1,4 +1,4 @@
-"""The named corpora: what each one is and how its files are obtained.
+"""The named corpora: what each one is, its size, how its files are obtained, and how one is written to a file.
 
 ``python`` is read from the running interpreter's own standard library, so it
 is always there, offline, and is the default. ``tinyshakespeare`` is
@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from textgen.corpora.fetch import cache_dir, fetch
 from textgen.errors import CorpusError
+from textgen.files import refuse_to_overwrite, write_atomically
 
 # Folders of the standard library that are not representative Python source:
 # installed third-party packages, test suites (full of deliberately odd code
@@ -27,11 +28,16 @@ STDLIB_EXCLUDED_PARTS = frozenset(
 
 @dataclasses.dataclass(frozen=True)
 class CatalogEntry:
-    """One named corpus: a one-line description and a way to get its files."""
+    """One named corpus: a one-line description, a way to get its files, and its size in bytes.
+
+    ``size`` is known without a download: counted on disk for a local corpus
+    (None if it is missing), pinned with the sha256 for a downloaded one.
+    """
 
     name: str
     description: str
     materialize: Callable[[], list[pathlib.Path]]
+    size: Callable[[], int | None]
 
 
 def python_stdlib_files() -> list[pathlib.Path]:
@@ -50,6 +56,14 @@ def python_stdlib_files() -> list[pathlib.Path]:
             f"pass files or a folder instead. Received: stdlib='{stdlib}'"
         )
     return [stdlib / relative for relative in sorted(relative_paths, key=lambda p: p.parts)]
+
+
+def python_stdlib_size() -> int | None:
+    """The bytes of the ``python`` corpus, counted on disk; None where this Python has no stdlib source."""
+    try:
+        return sum(path.stat().st_size for path in python_stdlib_files())
+    except CorpusError:
+        return None
 
 
 def downloaded_file(name: str, url: str, sha256: str) -> Callable[[], list[pathlib.Path]]:
@@ -74,6 +88,7 @@ _ENTRIES = {
             name="python",
             description="the .py source of this Python's standard library (offline; the default)",
             materialize=python_stdlib_files,
+            size=python_stdlib_size,
         ),
         CatalogEntry(
             name="tinyshakespeare",
@@ -84,6 +99,7 @@ _ENTRIES = {
                 # The 1115394-byte input.txt of karpathy/char-rnn.
                 sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
             ),
+            size=lambda: 1_115_394,  # the bytes that sha256 names
         ),
     )
 }
@@ -102,6 +118,30 @@ def describe(name: str) -> str:
 def corpus_files(name: str) -> list[pathlib.Path]:
     """The files of the named corpus, downloading them first if needed."""
     return _entry(name).materialize()
+
+
+def size(name: str) -> int | None:
+    """The size of the named corpus in bytes, known without downloading it (None: not known)."""
+    return _entry(name).size()
+
+
+def write_to_file(name: str, dest, *, overwrite: bool = False) -> pathlib.Path:
+    """Write the named corpus to the file ``dest``, downloading it first if needed; return ``dest``.
+
+    The file holds the corpus's files concatenated in order, exactly the
+    bytes textgen trains on by that name (the same sha256, so the same token
+    cache). An existing ``dest`` is refused before any download unless
+    ``overwrite``; the file is written atomically, never half.
+    """
+    dest = pathlib.Path(dest)
+    _entry(name)  # an unknown name is refused before anything else
+    refuse_to_overwrite([dest], overwrite=overwrite, error=CorpusError, hint="pass --overwrite or choose another -o")
+    data = b"".join(path.read_bytes() for path in corpus_files(name))
+    try:
+        write_atomically(dest, data)
+    except OSError as exc:
+        raise CorpusError(f"cannot write the corpus: {exc.strerror or exc}. Received: path='{dest}'") from None
+    return dest
 
 
 def _entry(name: str) -> CatalogEntry:

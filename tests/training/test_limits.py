@@ -70,7 +70,8 @@ def test_more_steps_and_a_new_epochs_continue_a_run_without_empty_epochs(tiny_co
     assert [(record["epoch"], record["epoch_fraction"]) for record in metrics["history"]] == [(1, 1.0), (2, 1.0)]
     three = textgen.train(out=out, quiet=True, resume=True, more_steps=3, epochs=3)
     assert three.manifest["metrics"]["steps"] == metrics["steps"] + 3
-    assert three.manifest["metrics"]["stop_reason"] == "max_steps" and three.train_config.max_steps == metrics["steps"] + 3
+    assert three.manifest["metrics"]["stop_reason"] == "max_steps"
+    assert three.train_config.max_steps == metrics["steps"] + 3
 
 
 def test_a_run_stopped_on_the_last_step_of_an_epoch_goes_on_with_the_next(tiny_corpus, tmp_path):
