@@ -11,6 +11,7 @@ import json
 
 import click
 
+from textgen.cli.completion import model_directories
 from textgen.cli.edge import library_errors
 from textgen.cli.options import CommaList, Duration
 from textgen.config import SampleConfig, draw_seed
@@ -18,7 +19,7 @@ from textgen.model.trace import QUANTITIES  # plain NumPy: --help stays fast
 
 
 @click.command("inspect")
-@click.argument("model_dir", type=click.Path())
+@click.argument("model_dir", type=click.Path(), shell_complete=model_directories)
 @click.option("--prompt", "-p", required=True, help="Text to read; every token of it is recorded.")
 @click.option("--continue", "continuation", type=int, default=0, show_default=True,
               help="Also sample this many tokens after the prompt, and record them.")
@@ -66,7 +67,7 @@ def inspect_command(model_dir, prompt, continuation, temperature, seed, layer, q
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path())
+@click.argument("model_dir", type=click.Path(), shell_complete=model_directories)
 @click.option("--prompt", "-p", required=True,
               help="Text the model reads; the step explained is one of its tokens.")
 @click.option("--position", type=int, default=-1, show_default=True,

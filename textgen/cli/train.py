@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from textgen.cli.completion import corpus_inputs
 from textgen.cli.edge import library_errors
 from textgen.cli.options import ByteSize, Duration, setting_option
 from textgen.config import PRESETS, SCHEDULES, Limits, TrainConfig, apply_preset, draw_seed
@@ -24,7 +25,7 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
 
 
 @click.command()
-@click.argument("corpus", nargs=-1)
+@click.argument("corpus", nargs=-1, shell_complete=corpus_inputs)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing textgen model (or unfinished run) at --out.")
 @click.option("--resume", is_flag=True,

@@ -10,6 +10,7 @@ import json
 
 import click
 
+from textgen.cli.completion import corpus_inputs, model_directories
 from textgen.cli.edge import library_errors
 from textgen.cli.options import setting_option
 from textgen.config import SampleConfig, draw_seed
@@ -17,7 +18,7 @@ from textgen.data.corpus import ERROR_POLICIES
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path())
+@click.argument("model_dir", type=click.Path(), shell_complete=model_directories)
 @click.option("--prompt", "-p", default="", help="Text to continue (default: start of a line).")
 @setting_option("--length", "-n", settings=SampleConfig, help="Tokens to generate.")
 @setting_option("--temperature", "-t", settings=SampleConfig, help="0 means greedy.")
@@ -55,7 +56,7 @@ def sample(model_dir, prompt, length, temperature, top_k, top_p, num_samples, st
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path())
+@click.argument("model_dir", type=click.Path(), shell_complete=model_directories)
 @click.option("--out", "-o", type=click.Path(file_okay=False),
               help="Where to write the SavedModel (default: MODEL_DIR/saved_model); must not exist.")
 @click.option("--overwrite", is_flag=True, help="Replace a SavedModel already at --out.")
@@ -69,8 +70,8 @@ def export(model_dir, out, overwrite):
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path())
-@click.argument("text", nargs=-1, required=True)
+@click.argument("model_dir", type=click.Path(), shell_complete=model_directories)
+@click.argument("text", nargs=-1, required=True, shell_complete=corpus_inputs)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the TEXT files.")
 @click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,
@@ -93,7 +94,7 @@ def evaluate(model_dir, text, as_json, encoding, errors):
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path())
+@click.argument("model_dir", type=click.Path(), shell_complete=model_directories)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest and settings as JSON.")
 def info(model_dir, as_json):
     """Describe a model directory: settings, corpus, metrics, versions."""
