@@ -120,8 +120,9 @@ def plan_run(request: TrainRequest, *, cluster, checkpoints, progress) -> RunPla
         plan.training = request.limits.applied_to(plan.training, steps=position.steps, seconds=position.seconds)
         reason = position.stop_reason(plan.training, position.seconds)
         # In a cluster every worker must go through the run (it returns at once), or the followers would wait.
-        if reason is not None and cluster is None and _holds_final_model(request.out, plan.loop):
-            progress.message(_nothing_left(reason, plan.training, plan.loop, request.out))
+        saved = _final_metrics(request.out, plan.loop) if reason is not None and cluster is None else None
+        if saved is not None:
+            progress.message(_nothing_left(reason, plan.training, saved, request.out))
             plan.kind = "finished"
             return plan
         model_dir.check_writable(request.out)
@@ -133,14 +134,16 @@ def plan_run(request: TrainRequest, *, cluster, checkpoints, progress) -> RunPla
                    request.encoding, request.errors, request.tokenizer)
 
 
-def _holds_final_model(out: Path, loop: dict) -> bool:
-    """True if ``out`` holds the model its run saved when it stopped at the step ``loop`` stands at."""
+def _final_metrics(out: Path, loop: dict) -> dict | None:
+    """The metrics of the model in ``out`` if its run saved it when it stopped at the step ``loop`` stands at."""
     try:
         _, manifest = model_dir.read_manifest(out)
     except ModelDirError:  # killed before the model was written, or a broken one: the run writes it again
-        return False
-    metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
-    return metrics.get("steps") == loop["steps"] and metrics.get("stop_reason") != "interrupted"
+        return None
+    metrics = manifest.get("metrics")
+    final = isinstance(metrics, dict) and metrics.get("steps") == loop["steps"] and \
+        metrics.get("stop_reason") != "interrupted" and isinstance(metrics.get("seconds"), (int, float))
+    return metrics if final else None
 
 
 # What each limit counts, and how a run it stopped can go on: for the line that says a resumed run has nothing to do.
@@ -152,13 +155,13 @@ _REACHED = {
 }
 
 
-def _nothing_left(reason: str, training: TrainConfig, loop: dict, out: Path) -> str:
-    """One line: the limit a resumed run has already reached, and how it can go on."""
+def _nothing_left(reason: str, training: TrainConfig, metrics: dict, out: Path) -> str:
+    """One line: the limit a resumed run has already reached, as its saved ``metrics`` say, and how it can go on."""
     value = getattr(training, reason)  # every stop reason but "interrupted" is the name of its limit
     limit = f"--{reason.replace('_', '-')} {value:g}" + ("s" if reason == "max_time" else "")
     counts, going_on = _REACHED[reason]
-    return (f"nothing to do: the run in {out} has reached {limit} ({counts}) after {loop['steps']} steps in "
-            f"{loop['seconds']:.0f}s; {going_on}")
+    return (f"nothing to do: the run in {out} has reached {limit} ({counts}) after {metrics['steps']} steps in "
+            f"{metrics['seconds']:.0f}s; {going_on}")
 
 
 def _stored_plan(kind: str, stored: dict, arrays: dict, tokenizer_json: str, request: TrainRequest) -> RunPlan:
