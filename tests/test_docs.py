@@ -102,7 +102,8 @@ def _label(line):
 KEY_LINES = [
     (r"(Error|Usage|warning): ", _exact),
     (r"(\[worker \d+\] )?stopped by .*; saved ", _saved),
-    (r"(\[worker \d+\] )?((corpus|token cache|tokenizer|seed|model): |(downloading|resuming|following) )", _shape),
+    (r"(\[worker \d+\] )?((corpus|token cache|tokenizer|seed|model|nothing to do): |(downloading|resuming|following) )",
+     _shape),
     (r"(model|tokenizer|corpus|training|best|versions|format) {2,}", _label),  # textgen info
     (r"(saved|wrote) ", _exact),
     (r"(traced|loss) ", _shape),
@@ -113,6 +114,7 @@ KEY_LINES = [
     (r"(long|short)-term memory", _exact),
     (r"(SignatureDef key|The given SavedModel|Result for output key)", _exact),
     (r"task +D +cell", _columns),  # textgen experiment memory: column widths follow the values
+    (r"(plain|file|dir),", _exact),  # shell completion's answers
 ]
 
 
@@ -258,6 +260,8 @@ args = sys.argv[1:]
 for command, options in SHRINK:
     if args[:len(command)] == command:
         given = {{arg.split("=", 1)[0] for arg in args}}
+        if "--more-steps" in given:  # an increment stands for the step limit; both together are refused
+            given.add("--max-steps")
         for option, value in options.items():
             if option not in given:
                 args += [option] if value is None else [option, value]
@@ -274,7 +278,8 @@ _train = _textgen.train
 def _tiny_train(*args, **kwargs):
     """textgen.train, shrunk by the docs tests: the tiny settings an example does not set itself."""
     for key, value in {tiny!r}.items():
-        kwargs.setdefault(key, value)
+        if not (key == "max_steps" and "more_steps" in kwargs):  # an increment stands for the step limit
+            kwargs.setdefault(key, value)
     return _train(*args, **kwargs)
 
 
