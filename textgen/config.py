@@ -218,24 +218,23 @@ class Limits:
     more_time: float | None = None
 
     def __post_init__(self):
-        if self.epochs is not None:
-            check_int("epochs", self.epochs, 1, 1_000_000)
-        for name in ("max_steps", "more_steps"):
-            if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), 1, 10**12)
-        for name in ("max_time", "more_time"):
-            if getattr(self, name) is not None:
-                check_float(name, getattr(self, name), 0.0, 10**9, low_open=True)
+        TrainConfig(**self._given(("epochs", "max_steps", "max_time")))  # the totals are TrainConfig's, checked there
+        if self.more_steps is not None:
+            check_int("more_steps", self.more_steps, 1, 10**12)
+        if self.more_time is not None:
+            check_float("more_time", self.more_time, 0.0, 10**9, low_open=True)
         for total, increment in (("max_steps", "more_steps"), ("max_time", "more_time")):
             if getattr(self, total) is not None and getattr(self, increment) is not None:
                 fail(f"give {total} (a total for the whole run) or {increment} (an increment), not both",
                      increment, getattr(self, increment))
 
+    def _given(self, names) -> dict:
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
     @property
     def increments(self) -> dict:
         """The increments given, by name."""
-        return {name: value for name, value in (("more_steps", self.more_steps), ("more_time", self.more_time))
-                if value is not None}
+        return self._given(("more_steps", "more_time"))
 
     def applied_to(self, config: TrainConfig, *, steps: int = 0, seconds: float = 0.0) -> TrainConfig:
         """``config`` with these limits in place of its own, for a run that has done ``steps`` in ``seconds``.
