@@ -297,4 +297,4 @@ def test_a_bad_sample_size_is_a_usage_error(tiny_corpus, tmp_path):
 
     result = CliRunner().invoke(cli, ["train", str(tiny_corpus), "--out", str(tmp_path / "m"),
                                       "--tokenizer-sample-bytes", "lots"])
-    assert result.exit_code == 2 and "expected a positive size" in result.output
+    assert result.exit_code == 2 and "tokenizer_sample_bytes must be a positive size" in result.output
