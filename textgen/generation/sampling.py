@@ -1,4 +1,4 @@
-"""Sampling: from a batch of logits to token ids, how likely the model found them, and where a stop string cuts a sample.
+"""Sampling: from logits to token ids, how likely the model found them, and where a stop string cuts a sample.
 
 ``sample_next`` draws one token per row (greedy, temperature, top-k, top-p)
 with a stateless seed, so the same logits and seed give the same ids in any
