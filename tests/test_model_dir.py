@@ -1,6 +1,9 @@
+import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +11,8 @@ import pytest
 import textgen
 from textgen import model_dir
 from textgen.errors import ModelDirError
+
+from conftest import TINY_SETTINGS
 
 
 @pytest.fixture
@@ -23,8 +28,6 @@ def rewrite_json(path, name, change):
     change(data)
     (path / name).write_text(json.dumps(data))
     manifest = json.loads((path / "manifest.json").read_text())
-    import hashlib
-
     manifest["files"][name]["sha256"] = hashlib.sha256((path / name).read_bytes()).hexdigest()
     (path / "manifest.json").write_text(json.dumps(manifest))
 
@@ -130,3 +133,142 @@ def test_save_replaces_atomically_and_leaves_no_temporary_files(tiny_model, tmp_
     reloaded = textgen.load(target)
     for loaded, original in zip(reloaded.keras_model.weights, tiny_model.keras_model.weights):
         np.testing.assert_array_equal(loaded.numpy(), original.numpy())
+
+
+def run_textgen(*args, timeout=120):
+    """The command line in a fresh process, so that a hang fails the test instead of stopping the suite."""
+    return subprocess.run([sys.executable, "-m", "textgen", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_error_line(result, code=1):
+    """The command failed with ``code`` and one line saying why, no traceback."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("name", ["weights.npz", "manifest.json", "config.json", "tokenizer.json"])
+def test_a_fifo_in_place_of_a_model_file_is_refused_without_hanging(model_copy, name):
+    (model_copy / name).unlink()
+    os.mkfifo(model_copy / name)
+    for command in (["info", model_copy], ["sample", model_copy, "--length", "3", "--seed", "1"]):
+        line = one_error_line(run_textgen(*command))
+        assert f"{name} is not a regular file" in line or "not a textgen model directory" in line
+    with pytest.raises(ModelDirError):
+        model_dir.check_destination(model_copy)  # reads the manifest to tell a model from anything else
+
+
+def test_weights_that_are_a_directory_are_one_line(model_copy):
+    (model_copy / "weights.npz").unlink()
+    (model_copy / "weights.npz").mkdir()
+    assert "weights.npz is not a regular file" in one_error_line(run_textgen("info", model_copy))
+    with pytest.raises(ModelDirError, match="not a regular file"):
+        textgen.load(model_copy)
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "config.json"])
+def test_deeply_nested_json_is_one_line(model_copy, name):
+    deep = "[" * 200_000 + "]" * 200_000
+    if name == "manifest.json":
+        (model_copy / name).write_text(deep)
+    else:
+        rewrite_json(model_copy, name, lambda config: None)
+        (model_copy / name).write_text('{"format": "textgen-model", "model": ' + deep + "}")
+        manifest = json.loads((model_copy / "manifest.json").read_text())
+        manifest["files"][name]["sha256"] = hashlib.sha256((model_copy / name).read_bytes()).hexdigest()
+        (model_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelDirError, match="nested too deeply"):
+        textgen.load(model_copy)
+    assert "nested too deeply" in one_error_line(run_textgen("info", model_copy))
+
+
+@pytest.mark.parametrize("change", [
+    lambda manifest: manifest["corpus"].update(bytes="lots"),
+    lambda manifest: manifest["metrics"].update(best={"epoch": 1}),
+    lambda manifest: manifest.update(metrics=[], libraries="many", corpus=None),
+])
+def test_info_shows_malformed_manifest_values_as_unknown(model_copy, change):
+    manifest = json.loads((model_copy / "manifest.json").read_text())
+    change(manifest)
+    (model_copy / "manifest.json").write_text(json.dumps(manifest))
+    result = run_textgen("info", model_copy)
+    assert result.returncode == 0, result.stderr
+    assert "?" in result.stdout and result.stdout.startswith("model      2x16 LSTM")
+
+
+def test_info_refuses_malformed_settings_in_one_line(model_copy):
+    rewrite_json(model_copy, "config.json", lambda config: config.update(model=[]))
+    assert "config.json has invalid settings" in one_error_line(run_textgen("info", model_copy))
+
+
+def test_a_rewrite_removes_what_was_derived_from_the_old_weights(tiny_corpus, tmp_path):
+    from textgen.lab.inspect import write_report
+
+    out = tmp_path / "m"
+    model = textgen.train(str(tiny_corpus), out=out, quiet=True, **TINY_SETTINGS)
+    model.export()
+    write_report(model.trace("ROMEO"), out / "inspect")
+    (out / "inspect" / "notes.txt").write_text("mine")
+    model.save(out, overwrite=True)  # the same weights: what was derived from them stays
+    assert (out / "saved_model" / "saved_model.pb").is_file() and (out / "inspect" / "trace.html").is_file()
+
+    textgen.train(str(tiny_corpus), out=out, quiet=True, overwrite=True, **{**TINY_SETTINGS, "seed": 8})
+    assert not (out / "saved_model").exists()
+    assert sorted(p.name for p in (out / "inspect").iterdir()) == ["notes.txt"]  # only the user's file is left
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+    assert textgen.load(out).export() == out / "saved_model"  # and a fresh export is not refused
+
+
+SAVE_AND_DIE = r"""
+import os, sys
+import textgen
+from textgen import model_dir
+
+renames, die_at = [0], int(sys.argv[3])
+real_replace = os.replace
+
+def replace(source, target):
+    if str(target).endswith(("config.json", "tokenizer.json", "weights.npz", "manifest.json")):
+        renames[0] += 1
+        if renames[0] == die_at:
+            os._exit(137)
+    real_replace(source, target)
+
+model_dir.os.replace = replace
+settings = dict(layers=1, units=8, embedding_dim=4, seq_length=20, batch_size=4, max_steps=int(sys.argv[4]), seed=3)
+textgen.train(sys.argv[1], out=sys.argv[2], quiet=True, overwrite=True, **settings)
+"""
+
+
+@pytest.mark.parametrize("first_save", [True, False], ids=["first save", "replacing a model"])
+@pytest.mark.parametrize("die_at", [1, 2, 3, 4])
+def test_a_kill_at_any_rename_of_a_save_leaves_a_run_that_resume_completes(tiny_corpus, tmp_path, first_save,
+                                                                         die_at):
+    out = tmp_path / "m"
+
+    def save_and_die(die_at, steps):
+        command = [sys.executable, "-c", SAVE_AND_DIE, str(tiny_corpus), str(out), str(die_at), str(steps)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    if not first_save:
+        assert save_and_die(0, 4).returncode == 0
+    died = save_and_die(die_at, 6)
+    assert died.returncode == 137
+    assert not (out / "manifest.json").exists()
+    with pytest.raises(ModelDirError, match="unfinished training run"):
+        model_dir.check_destination(out)
+    assert textgen.train(out=out, resume=True, quiet=True).manifest["metrics"]["steps"] == 6
+    assert textgen.load(out).manifest["metrics"]["steps"] == 6
+    model_dir.check_destination(out, overwrite=True)  # and --overwrite is not refused either
+
+
+def test_a_second_run_on_the_same_directory_is_refused_at_once(tiny_corpus, tmp_path):
+    out = tmp_path / "m"
+    with model_dir.writing(out):
+        with pytest.raises(ModelDirError, match="another textgen run is writing this model directory"):
+            textgen.train(str(tiny_corpus), out=out, quiet=True, **TINY_SETTINGS)
+    assert not out.exists()  # the lock leaves no folder behind
+    textgen.train(str(tiny_corpus), out=out, quiet=True, **TINY_SETTINGS)

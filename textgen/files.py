@@ -15,6 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+try:  # advisory locks; without them (Windows) nothing is locked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
 _HASH_BLOCK_BYTES = 1 << 20
 
 
@@ -92,3 +97,19 @@ def refuse_to_overwrite(paths: Iterable[Path], *, overwrite: bool, error, hint: 
     folders = [path for path in taken if path.is_dir() and not path.is_symlink()]
     if folders:
         raise error(f"a folder has the name of an output file. Received: path='{folders[0]}'")
+
+
+def lock(descriptor: int, *, wait: bool) -> bool:
+    """Take an exclusive advisory lock on an open file or folder, held until the descriptor is closed.
+
+    The operating system releases it if the process dies, so a crash never
+    leaves a stale lock. Without ``wait``, returns False at once if another
+    process holds it; with ``wait``, blocks until it is free.
+    """
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True

@@ -8,21 +8,27 @@ A model directory holds::
     manifest.json    format version, library versions, corpus, metrics, sha256 of each file
     checkpoints/     training's bundles, to resume or continue a run (``textgen.training.checkpoints``)
     saved_model/     where ``textgen export`` writes by default
-    inspect/         where ``textgen inspect`` writes by default
+    inspect/         where ``textgen inspect`` writes its report by default (INSPECT_FILES)
 
 Its files are staged and renamed into place with the manifest last, so a crash
-never leaves a mix of two models. Reading trusts nothing in it: no pickle, no Keras
-deserialization, every hash, name, shape and link is checked first.
+never leaves a mix of two models, and a directory whose save was cut short is
+still an unfinished run that ``--resume`` completes. When the weights change,
+what other commands derived from the old ones (``saved_model/``, the
+``inspect/`` report) is removed, so nothing stale is ever served. Reading
+trusts nothing in it: no pickle, no Keras deserialization, every hash, name,
+shape, link and file type is checked first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -31,7 +37,7 @@ import numpy as np
 
 from textgen.config import TrainConfig
 from textgen.errors import ConfigError, ModelDirError
-from textgen.files import bytes_sha256, file_sha256, fsync_dir, write_synced
+from textgen.files import bytes_sha256, file_sha256, fsync_dir, lock, write_synced
 from textgen.model.settings import ModelConfig
 from textgen.provenance import library_versions
 from textgen.tokenization.rules import LEVELS
@@ -46,6 +52,10 @@ DATA_FILES = (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE)
 CHECKPOINTS_DIR = "checkpoints"
 SAVED_MODEL_DIR = "saved_model"
 INSPECT_DIR = "inspect"
+# The files of a ``textgen inspect`` report, in inspect/ or in any folder the user names.
+INSPECT_FILES = {"html": "trace.html", "png": "trace.png", "json": "trace.json"}
+# Outputs made from a model by other commands, inside its directory; a rewrite of the model removes them.
+DERIVED = (SAVED_MODEL_DIR, INSPECT_DIR)
 MAX_JSON_BYTES = 64 * 1024 * 1024
 _STAGING_PREFIX = ".tmp-model-"
 
@@ -67,8 +77,8 @@ class Settings:
 def is_model_dir(path: Path) -> bool:
     """True if ``path`` holds a manifest that says it is a textgen model."""
     try:
-        manifest = json.loads((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = _read_json(Path(path) / MANIFEST_FILE, MANIFEST_FILE)
+    except (ModelDirError, OSError):
         return False
     return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
@@ -76,9 +86,9 @@ def is_model_dir(path: Path) -> bool:
 def check_destination(path, *, overwrite: bool = False) -> None:
     """Refuse, before any work, a destination whose contents would be lost.
 
-    An empty or missing directory is fine. A textgen model, or the checkpoints
-    of an unfinished run, are replaced only with ``overwrite``; anything else
-    is never touched.
+    An empty or missing directory is fine. A textgen model, or an unfinished
+    run (its checkpoints, and the files of a final save that was cut short),
+    are replaced only with ``overwrite``; anything else is never touched.
     """
     path = Path(path)
     if not path.exists():
@@ -93,7 +103,7 @@ def check_destination(path, *, overwrite: bool = False) -> None:
             raise ModelDirError(
                 f"a textgen model already exists there; pass --overwrite to replace it. Received: out='{path}'")
         return
-    if entries == {CHECKPOINTS_DIR}:
+    if is_unfinished_run(path):
         if not overwrite:
             raise ModelDirError(
                 f"an unfinished training run is there; pass --resume to continue it or --overwrite to start over. "
@@ -101,6 +111,48 @@ def check_destination(path, *, overwrite: bool = False) -> None:
         return
     raise ModelDirError(
         f"refusing to write into a non-empty directory that is not a textgen model. Received: out='{path}'")
+
+
+def is_unfinished_run(path: Path) -> bool:
+    """True if ``path`` holds checkpoints and no model: a run still training, stopped, or cut short while saving.
+
+    A save renames the model's files into place with its manifest last, so a
+    crash part-way leaves some of them beside ``checkpoints/`` and no manifest.
+    """
+    entries = {entry.name for entry in Path(path).iterdir() if not entry.name.startswith(".tmp-")}
+    return CHECKPOINTS_DIR in entries and entries <= {CHECKPOINTS_DIR, *DATA_FILES, *DERIVED}
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Hold the directory ``path`` for one writer (a training run) until the block ends.
+
+    The lock is on the directory itself (no file is added to it), taken
+    without waiting: another run on the same directory is refused at once with
+    one line, instead of the two overwriting each other's checkpoints. The OS
+    releases it if the process dies. A directory made here for the lock is
+    removed again if it is still empty at the end.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ModelDirError(f"the output path exists and is not a directory. Received: out='{path}'")
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise ModelDirError(f"cannot write to the output directory: {exc.strerror or exc}. "
+                            f"Received: out='{path}'") from None
+    try:
+        if not lock(descriptor, wait=False):
+            raise ModelDirError(f"another textgen run is writing this model directory; wait for it to end or "
+                                f"choose another --out. Received: out='{path}'")
+        yield path
+    finally:
+        os.close(descriptor)
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if still empty
 
 
 def check_writable(path: Path) -> None:
@@ -175,8 +227,11 @@ def write_model_dir(path, *, settings: Settings, tokenizer_json: str, weights: d
     Files are staged in a temporary folder inside ``path``, then the old
     manifest is removed, the files are renamed into place, and the new
     manifest comes last. Whatever the moment of a crash, the directory holds
-    either a checked model or no manifest (a partial directory that loading
-    refuses), never a mix; other entries, such as ``checkpoints/``, stay.
+    either a checked model or no manifest (an unfinished run that
+    ``--resume`` completes, or a partial directory that loading refuses),
+    never a mix; ``checkpoints/`` stays. Outputs derived from other weights
+    (``DERIVED``) move into the staging folder before the first rename and
+    go with it, so none outlives the model it was made from.
     """
     path = Path(path)
     check_destination(path, overwrite=overwrite)
@@ -201,6 +256,8 @@ def write_model_dir(path, *, settings: Settings, tokenizer_json: str, weights: d
         for name, data in contents.items():
             write_synced(staging / name, data)
             os.chmod(staging / name, 0o644)
+        if _weights_sha256(path) != manifest["files"][WEIGHTS_FILE]["sha256"]:
+            _move_derived(path, staging / "derived")
         (path / MANIFEST_FILE).unlink(missing_ok=True)
         fsync_dir(path)
         for name in (*DATA_FILES, MANIFEST_FILE):
@@ -214,13 +271,54 @@ def write_model_dir(path, *, settings: Settings, tokenizer_json: str, weights: d
     return path
 
 
+def _weights_sha256(path: Path) -> str | None:
+    """The sha256 of the weights the directory's manifest vouches for, or None (no model there)."""
+    try:
+        files = _read_json(path / MANIFEST_FILE, MANIFEST_FILE)["files"]
+        return files[WEIGHTS_FILE]["sha256"]
+    except (ModelDirError, OSError, KeyError, TypeError):
+        return None
+
+
+def _move_derived(path: Path, into: Path) -> None:
+    """Move what was derived from the directory's weights out of it (into ``into``, to be removed).
+
+    ``saved_model/`` goes whole. Of ``inspect/`` only the report's own files
+    go: the folder may hold the user's notes beside them.
+    """
+    into.mkdir()
+    if (path / SAVED_MODEL_DIR).exists() or (path / SAVED_MODEL_DIR).is_symlink():
+        os.replace(path / SAVED_MODEL_DIR, into / SAVED_MODEL_DIR)
+    report = path / INSPECT_DIR
+    if report.is_dir() and not report.is_symlink():
+        for name in INSPECT_FILES.values():
+            if (report / name).is_file() or (report / name).is_symlink():
+                os.replace(report / name, into / name)
+        if not any(report.iterdir()):
+            report.rmdir()
+
+
+def _regular_file(path: Path, what: str) -> os.stat_result:
+    """The stat of ``path``, once it is known to be a regular file (never a FIFO, device or folder)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ModelDirError(f"the model directory is partial: {what} is missing. "
+                            f"Received: path='{path.parent}'") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelDirError(f"{what} is not a regular file. Received: path='{path}'")
+    return info
+
+
 def _read_json(path: Path, what: str):
-    if path.stat().st_size > MAX_JSON_BYTES:
+    if _regular_file(path, what).st_size > MAX_JSON_BYTES:
         raise ModelDirError(f"{what} is larger than {MAX_JSON_BYTES} bytes. Received: path='{path}'")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelDirError(f"{what} is not valid JSON: {exc}. Received: path='{path}'") from None
+    except RecursionError:
+        raise ModelDirError(f"{what} is nested too deeply to be a textgen file. Received: path='{path}'") from None
 
 
 def read_manifest(path) -> tuple[Path, dict]:
@@ -232,7 +330,7 @@ def read_manifest(path) -> tuple[Path, dict]:
         raise ModelDirError(f"not a directory. Received: path='{path}'")
     root = path.resolve()
     manifest_path = path / MANIFEST_FILE
-    if not manifest_path.is_file():
+    if not manifest_path.exists():
         raise ModelDirError(
             f"not a textgen model directory, or a partial one: {MANIFEST_FILE} is missing. Received: path='{path}'")
     if not manifest_path.resolve().is_relative_to(root):
@@ -256,6 +354,7 @@ def read_manifest(path) -> tuple[Path, dict]:
             raise ModelDirError(f"the model directory is partial: {name} is missing. Received: path='{path}'")
         if not file_path.resolve().is_relative_to(root):
             raise ModelDirError(f"{name} is a link that points outside the model directory. Received: path='{path}'")
+        _regular_file(file_path, name)
         expected = files[name].get("sha256") if isinstance(files[name], dict) else None
         if file_sha256(file_path) != expected:
             raise ModelDirError(
@@ -292,7 +391,7 @@ def read_settings(path: Path) -> Settings:
 def read_text_file(path: Path, name: str) -> str:
     """A checked text file of the directory, such as tokenizer.json."""
     file_path = Path(path) / name
-    if file_path.stat().st_size > MAX_JSON_BYTES:
+    if _regular_file(file_path, name).st_size > MAX_JSON_BYTES:
         raise ModelDirError(f"{name} is larger than {MAX_JSON_BYTES} bytes. Received: path='{path}'")
     try:
         return file_path.read_text(encoding="utf-8")
@@ -307,25 +406,47 @@ def describe(path) -> dict:
 
 
 def summary(path) -> str:
-    """A checked directory described in a few lines for people (``textgen info``)."""
-    description = describe(path)
-    config, manifest = description["config"], description["manifest"]
-    model, training = config.get("model", {}), config.get("training", {})
-    metrics, corpus = manifest.get("metrics", {}), manifest.get("corpus", {})
-    best = metrics.get("best") or {}
+    """A checked directory described in a few lines for people (``textgen info``).
+
+    The settings are validated as loading validates them; the manifest's free
+    parts (corpus, metrics, versions) are shown as far as they make sense, and
+    a value of the wrong kind shows as "?".
+    """
+    path, manifest = read_manifest(path)
+    settings = read_settings(path)
+    model, training = settings.model, settings.training
+    metrics, corpus = _section(manifest, "metrics"), _section(manifest, "corpus")
+    best = _section(metrics, "best")
     lines = [
-        f"model      {model.get('layers')}x{model.get('units')} {str(model.get('cell', 'lstm')).upper()}, "
-        f"embedding {model.get('embedding_dim')}, dropout {model.get('dropout')}",
-        f"tokenizer  {config.get('tokenizer', {}).get('level')}, vocabulary {model.get('vocab_size')}",
-        f"corpus     {corpus.get('description')}, {corpus.get('bytes', 0):,} bytes, {corpus.get('tokens', 0):,} tokens",
-        f"training   seed {training.get('seed')}, {metrics.get('steps')} steps in {metrics.get('seconds')}s, "
-        f"{metrics.get('tokens_per_second')} tokens/s, stopped by {metrics.get('stop_reason')}",
+        f"model      {model.layers}x{model.units} {model.cell.upper()}, embedding {model.embedding_dim}, "
+        f"dropout {model.dropout}",
+        f"tokenizer  {settings.tokenizer_level}, vocabulary {model.vocab_size}",
+        f"corpus     {_shown(corpus.get('description'), str)}, {_shown(corpus.get('bytes'), int, ',')} bytes, "
+        f"{_shown(corpus.get('tokens'), int, ',')} tokens",
+        f"training   seed {training.seed}, {_shown(metrics.get('steps'), int)} steps in "
+        f"{_shown(metrics.get('seconds'), float)}s, {_shown(metrics.get('tokens_per_second'), float)} tokens/s, "
+        f"stopped by {_shown(metrics.get('stop_reason'), str)}",
     ]
     if best:
-        lines.append(f"best       val loss {best['val_loss']:.4f} nats/token, "
-                     f"{best['val_bits_per_char']:.4f} bits/char (epoch {best['epoch']}, step {best['step']})")
-    libraries = manifest.get("libraries", {})
-    lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in sorted(libraries.items())))
-    lines.append(f"format     {manifest.get('format')} v{manifest.get('format_version')}, "
-                 f"created {manifest.get('created')}")
+        lines.append(f"best       val loss {_shown(best.get('val_loss'), float, '.4f')} nats/token, "
+                     f"{_shown(best.get('val_bits_per_char'), float, '.4f')} bits/char "
+                     f"(epoch {_shown(best.get('epoch'), int)}, step {_shown(best.get('step'), int)})")
+    libraries = _section(manifest, "libraries")
+    lines.append("versions   " + ", ".join(f"{_shown(name, str)} {_shown(version, str)}"
+                                           for name, version in sorted(libraries.items())))
+    lines.append(f"format     {FORMAT} v{manifest['format_version']}, created {_shown(manifest.get('created'), str)}")
     return "\n".join(lines)
+
+
+def _section(mapping: dict, key: str) -> dict:
+    """``mapping[key]`` if it is a JSON object, else an empty one."""
+    value = mapping.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _shown(value, kind: type, spec: str = "") -> str:
+    """``value`` formatted with ``spec`` if it is of ``kind`` (an int counts as a float), else "?"."""
+    kinds = (int, float) if kind is float else kind
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        return "?"
+    return format(value, spec)[:200]

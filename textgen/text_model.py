@@ -158,10 +158,11 @@ class TextModel:
         return {"loss": result.loss, "bits_per_char": result.bits_per_char, "perplexity": result.perplexity,
                 "tokens": result.tokens, "characters": result.characters}
 
-    def export(self, path=None) -> Path:
+    def export(self, path=None, *, overwrite: bool = False) -> Path:
         """Write a TensorFlow SavedModel that generates text by itself (see ``textgen.generation.export``).
 
-        The default path is ``saved_model`` inside the model directory.
+        The default path is ``saved_model`` inside the model directory. An
+        existing SavedModel there is replaced only with ``overwrite``.
         """
         from textgen.generation.export import export_saved_model
 
@@ -169,7 +170,7 @@ class TextModel:
             if self.path is None:
                 raise ConfigError("this model has no directory yet; pass a path. Received: path=None")
             path = Path(self.path) / model_dir.SAVED_MODEL_DIR
-        return export_saved_model(self, path)
+        return export_saved_model(self, path, overwrite=overwrite)
 
     def save(self, path, *, overwrite: bool = False, corpus: dict | None = None, metrics: dict | None = None) -> Path:
         """Write this model to a model directory (atomically)."""

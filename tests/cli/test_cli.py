@@ -192,3 +192,13 @@ def test_one_huge_line_without_newlines_trains(runner, tmp_path):
                                  "--embedding-dim", "4", "--seq-length", "20", "--batch-size", "8",
                                  "--max-steps", "2", "--val-fraction", "0.01"])
     assert result.exit_code == 0, result.output
+
+
+def test_export_replaces_a_savedmodel_only_with_overwrite(runner, tiny_model_dir, tmp_path):
+    out = tmp_path / "sm"
+    assert runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out)]).exit_code == 0
+    refused = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out)])
+    assert refused.exit_code == 1 and "pass --overwrite" in refused.stderr and "Traceback" not in refused.output
+    again = runner.invoke(cli, ["export", str(tiny_model_dir), "--out", str(out), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert (out / "saved_model.pb").is_file()

@@ -5,10 +5,8 @@ Shakespeare; nothing here touches the internet.
 """
 
 import hashlib
-import http.server
 import socket
 import sysconfig
-import threading
 from pathlib import Path
 
 import pytest
@@ -19,54 +17,14 @@ from textgen.corpora.fetch import cache_dir, fetch
 from textgen.data.corpus import open_corpus
 from textgen.errors import CorpusError
 
-# CI clones the repository next to a shared/ folder holding corpus copies.
-SHAKESPEARE_COPY = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "tinyshakespeare.txt"
+from conftest import LoopbackServer
+
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
-class LoopbackServer:
-    """A local HTTP server whose response each test sets, counting requests."""
-
-    def __init__(self) -> None:
-        self.body = b""
-        self.status = 200
-        self.paths: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.paths.append(self.path)
-                if server.status != 200:
-                    self.send_error(server.status)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(server.body)))
-                self.end_headers()
-                self.wfile.write(server.body)
-
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        # A short poll interval makes shutdown(), and so each test, quick.
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/input.txt") -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
 @pytest.fixture
-def shakespeare() -> bytes:
-    if not SHAKESPEARE_COPY.is_file():
-        pytest.skip(f"no local copy of tinyshakespeare at {SHAKESPEARE_COPY}")
-    return SHAKESPEARE_COPY.read_bytes()
+def shakespeare(tinyshakespeare_bytes) -> bytes:
+    return tinyshakespeare_bytes
 
 
 @pytest.fixture

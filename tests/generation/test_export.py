@@ -96,3 +96,88 @@ def test_export_refuses_a_non_empty_destination(tiny_model, tmp_path):
     with pytest.raises(TextgenError, match="not empty"):
         tiny_model.export(tmp_path)
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_an_existing_savedmodel_is_replaced_only_with_overwrite(tiny_model, tmp_path):
+    path = tiny_model.export(tmp_path / "sm")
+    with pytest.raises(TextgenError, match=r"--overwrite.*Received: out="):
+        tiny_model.export(path)
+    assert tiny_model.export(path, overwrite=True) == path
+    assert (path / "saved_model.pb").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["sm"]  # no staging folder left behind
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(TextgenError, match="not a SavedModel"):
+        tiny_model.export(mine, overwrite=True)  # --overwrite replaces a SavedModel, never anything else
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("failure", ["ResourceExhaustedError", "PermissionDeniedError", "OSError"])
+def test_a_failed_export_is_one_line_and_leaves_nothing_behind(tiny_model, tmp_path, monkeypatch, failure):
+    from textgen.backend import tf
+
+    real_save = tf.saved_model.save
+
+    def save_then_fail(module, path, signatures):
+        real_save(module, path, signatures=signatures)  # files written before the failure, as a full disk leaves them
+        if failure == "OSError":
+            raise OSError(28, "No space left on device")
+        raise getattr(tf.errors, failure)(None, None, "writing variables failed\nmore detail")
+
+    path = tiny_model.export(tmp_path / "sm")
+    before = (path / "saved_model.pb").read_bytes()
+    monkeypatch.setattr(tf.saved_model, "save", save_then_fail)
+    with pytest.raises(TextgenError, match=r"could not write the SavedModel: [^\n]*Received: out=") as caught:
+        tiny_model.export(path, overwrite=True)
+    assert "\n" not in str(caught.value)
+    assert (path / "saved_model.pb").read_bytes() == before  # the SavedModel that was there is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["sm"]  # and the failed attempt left nothing
+
+
+KILLED_EXPORT = r"""
+import os, sys
+import tensorflow as tf
+import textgen
+
+real_save = tf.saved_model.save
+
+def save_and_die(module, path, signatures):
+    real_save(module, path, signatures=signatures)
+    os._exit(137)
+
+tf.saved_model.save = save_and_die
+textgen.load(sys.argv[1]).export(sys.argv[2])
+"""
+
+
+def test_a_killed_export_leaves_no_savedmodel_and_can_be_done_again(tiny_model_dir, tmp_path):
+    path = tmp_path / "sm"
+    killed = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(tiny_model_dir), str(path)],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    assert not path.exists()  # a loader never finds half of one
+    assert textgen.load(tiny_model_dir).export(path) == path
+    assert [p.name for p in tmp_path.iterdir()] == ["sm"]  # the killed export's staging folder is gone too
+
+
+def test_the_savedmodel_clamps_length_and_answers_empty_requests(tiny_model, tmp_path, monkeypatch):
+    from textgen.backend import tf
+    from textgen.generation import export as export_module
+
+    monkeypatch.setattr(export_module, "MAX_LENGTH", 7)  # the documented maximum, made small to test quickly
+    loaded = tf.saved_model.load(str(tiny_model.export(tmp_path / "sm")))
+    serve = loaded.signatures["serving_default"]
+
+    def texts(prompts, length):
+        out = serve(prompts=tf.constant(prompts, tf.string), length=tf.constant(length), temperature=tf.constant(0.0),
+                    top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(1, tf.int64),
+                    stop=tf.constant([], tf.string))
+        return [text.decode("utf-8") for text in out["text"].numpy()]
+
+    assert texts(["ROMEO:", "a"], 0) == ["ROMEO:", "a"]  # nothing asked for: the prompts come back
+    assert texts(["ROMEO:"], -5) == ["ROMEO:"]
+    assert texts([], 20) == []
+    clamped = texts(["ROMEO:"], 10**9)[0]
+    assert clamped == tiny_model.generate("ROMEO:", length=7, temperature=0.0, seed=1)
+    assert len(clamped) == len("ROMEO:") + 7

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from textgen.errors import ConfigError, ReportError, TextgenError
-from textgen.lab.inspect import (PALETTE, REPORT_FILES, check_trace, render_html, render_png, select,
-                                    token_colour, trace_json, unit_scale, visible_token, write_report)
+from textgen.lab.inspect import (PALETTE, check_trace, render_html, render_png, select, token_colour, trace_json,
+                                 unit_scale, visible_token, write_report)
+from textgen.model_dir import INSPECT_FILES
 from textgen.model.trace import QUANTITIES, Trace
 
 # Tokens that would break a page built carelessly: markup, the end of a script
@@ -56,12 +57,12 @@ def embedded_data(page: str) -> dict:
 def test_write_report_writes_the_three_files(tmp_path):
     trace = make_trace()
     paths = write_report(trace, tmp_path / "report")
-    assert {kind: path.name for kind, path in paths.items()} == REPORT_FILES
+    assert {kind: path.name for kind, path in paths.items()} == INSPECT_FILES
     page = paths["html"].read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
     width, height = png_size(paths["png"].read_bytes())
     assert 600 <= width <= 4000 and 300 <= height <= 3000
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == sorted(REPORT_FILES.values())
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == sorted(INSPECT_FILES.values())
 
 
 def test_json_holds_exactly_the_arrays(tmp_path):
@@ -298,7 +299,7 @@ def test_inspect_command_end_to_end(tiny_model_dir, tiny_model, tmp_path):
     assert result.stdout.startswith("ROMEO:") and len(result.stdout) == len("ROMEO:") + 10 + 1
     assert "traced 16 tokens (6 given, 10 generated)" in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("wrote ")] == [
-        f"wrote {report / name}" for name in REPORT_FILES.values()]
+        f"wrote {report / name}" for name in INSPECT_FILES.values()]
     data = json.loads((report / "trace.json").read_text(encoding="utf-8"))
     assert data["cell"] == "lstm" and data["generated_from"] == 6 and "".join(data["tokens"]) + "\n" == result.stdout
     assert len(data["layers"]) == 2 and np.array(data["layers"][1]["forget"]).shape == (16, 16)
@@ -310,12 +311,12 @@ def test_inspect_command_end_to_end(tiny_model_dir, tiny_model, tmp_path):
     textgen.load(model_dir)
 
     # A second run refuses to replace the report, then replaces it when told; the same seed gives the same trace.
-    before = {name: (report / name).read_bytes() for name in REPORT_FILES.values()}
+    before = {name: (report / name).read_bytes() for name in INSPECT_FILES.values()}
     refused = runner.invoke(cli, args)
     assert refused.exit_code == 1 and "--overwrite" in refused.stderr
     assert [line for line in refused.stderr.splitlines() if line.startswith("Error")] == [
         refused.stderr.strip().splitlines()[-1]]
-    assert {name: (report / name).read_bytes() for name in REPORT_FILES.values()} == before
+    assert {name: (report / name).read_bytes() for name in INSPECT_FILES.values()} == before
     again = runner.invoke(cli, args + ["--overwrite", "--layer", "1", "--quantity", "forget", "--unit", "3"])
     assert again.exit_code == 0, again.output
     assert "showing layer 1, forget, unit 3" in again.stderr

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from textgen.tokenization.rules import LEVELS, SPACE_CHAR
 from textgen.tokenization.tokenizer import TextTokenizer
 
 from conftest import MIXED_TEXT as CORPUS
+from conftest import SHAKESPEARE_COPY
 
 BATCH = ["", "speak", "Speak,  speak.", " \n", "日本語 😀!!", "", "x_1 = 42 ; y2=x_1*3\v\f\n", "unseen wørds ~"]
 
@@ -206,7 +206,6 @@ def test_saved_model_loads_and_encodes_with_tensorflow_alone(tmp_path):
                                  [tokenizer.decode([1, 2, 1])]]
 
 
-SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared/corpora/tinyshakespeare.txt"
 PYTHON_CHARS = 1 << 40  # the whole python corpus (about 11 MB)
 
 
@@ -214,9 +213,9 @@ PYTHON_CHARS = 1 << 40  # the whole python corpus (about 11 MB)
 def corpus_text(name: str) -> str:
     """All of tinyshakespeare, or the first PYTHON_CHARS characters of the python corpus."""
     if name == "tinyshakespeare":
-        if not SHAKESPEARE.is_file():
-            pytest.skip(f"{SHAKESPEARE} is absent")
-        return SHAKESPEARE.read_text(encoding="utf-8")
+        if not SHAKESPEARE_COPY.is_file():
+            pytest.skip(f"{SHAKESPEARE_COPY} is absent")
+        return SHAKESPEARE_COPY.read_text(encoding="utf-8")
     from textgen.data.corpus import open_corpus
 
     text = ""

@@ -89,12 +89,13 @@ def _check_combination(interactive, **options):
 @click.argument("model_dir", type=click.Path())
 @click.option("--out", "-o", type=click.Path(file_okay=False),
               help="Where to write the SavedModel (default: MODEL_DIR/saved_model); must not exist.")
-def export(model_dir, out):
+@click.option("--overwrite", is_flag=True, help="Replace a SavedModel already at --out.")
+def export(model_dir, out, overwrite):
     """Export a model as a TensorFlow SavedModel: prompts in, generated text out."""
     with library_errors():
         from textgen.text_model import load
 
-        path = load(model_dir).export(out)
+        path = load(model_dir).export(out, overwrite=overwrite)
         click.echo(f"saved {path}; load it with tf.saved_model.load('{path}')", err=True)
 
 

@@ -50,13 +50,8 @@ import numpy as np
 
 from textgen.corpora.fetch import cache_dir
 from textgen.errors import CorpusError
-from textgen.files import bytes_sha256, file_sha256, fsync_dir, write_synced
+from textgen.files import bytes_sha256, file_sha256, fsync_dir, lock, write_synced
 from textgen.provenance import library_versions
-
-try:  # advisory locks; without them (Windows) two concurrent builds each write and one rename wins
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 FORMAT = "textgen-token-cache"
 FORMAT_VERSION = 1
@@ -231,12 +226,9 @@ def _locked(lock_path: Path, log):
         raise CorpusError(f"cannot create the token cache lock: {exc.strerror or exc}. "
                           f"Received: lock='{lock_path}'") from None
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log("token cache: another run holds this cache (building or checking it); waiting for it")
-                fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if not lock(descriptor, wait=False):
+            log("token cache: another run holds this cache (building or checking it); waiting for it")
+            lock(descriptor, wait=True)
         yield
     finally:
         os.close(descriptor)

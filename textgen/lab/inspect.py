@@ -37,9 +37,9 @@ import numpy as np
 
 from textgen.errors import ConfigError, ReportError
 from textgen.files import refuse_to_overwrite, write_atomically
+from textgen.model_dir import INSPECT_FILES
 from textgen.model.trace import QUANTITIES, Trace
 
-REPORT_FILES = {"html": "trace.html", "png": "trace.png", "json": "trace.json"}
 PAGE = "inspect.html"  # package data beside this module, with one placeholder, __TRACE_DATA__
 DIVERGING = ("candidate", "cell", "hidden")
 PALETTE = {"white": (255, 255, 255), "negative": (33, 102, 172), "positive": (178, 24, 43),
@@ -297,7 +297,7 @@ def check_destination(out_dir, *, overwrite: bool = False) -> dict[str, Path]:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ReportError(f"the output path exists and is not a directory. Received: out='{out_dir}'")
-    paths = {kind: out_dir / name for kind, name in REPORT_FILES.items()}
+    paths = {kind: out_dir / name for kind, name in INSPECT_FILES.items()}
     refuse_to_overwrite(paths.values(), overwrite=overwrite, error=ReportError,
                         hint="pass --overwrite to replace the report or choose another --out")
     return paths

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from textgen import model_dir
 from textgen.backend import keras
 from textgen.config import TrainConfig, apply_preset, draw_seed
 from textgen.data.corpus import open_corpus
@@ -96,10 +97,19 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
 
 
 def run_training(request: TrainRequest, *, log=None, quiet: bool = False) -> TextModel:
-    """Run the training ``request`` asks for and return the trained model (see ``train``)."""
+    """Run the training ``request`` asks for and return the trained model (see ``train``).
+
+    The model directory is held for this run alone while it trains; a follower
+    writes only to its scratch folder and holds nothing.
+    """
     # First: a strategy's devices and collectives are fixed before TensorFlow runs anything.
     cluster = start_cluster(request.cluster)
     follower = cluster is not None and not cluster.is_chief
+    with contextlib.nullcontext() if follower else model_dir.writing(request.out):
+        return _run(request, cluster, follower, log, quiet)
+
+
+def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> TextModel:
     stream = None if quiet else (log or sys.stderr)
     progress = Progress(stream=cluster.progress_stream(stream) if cluster else stream)
     # A follower's checkpoints are thrown away at the end; one bundle at a time is enough.
