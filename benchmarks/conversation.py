@@ -16,14 +16,12 @@ import argparse
 import time
 import warnings
 
-from generation import build_model
+from generation import ALPHABET, add_model_arguments, build_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--units", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--embedding-dim", type=int, default=64)
+    add_model_arguments(parser)
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--said", type=int, default=100, help="characters the person says per turn")
     parser.add_argument("--length", type=int, default=200, help="tokens the model answers per turn")
@@ -33,8 +31,7 @@ def main() -> None:
 
     # An untrained model draws [UNK] now and then, which "re-read" then reads back as text: no news.
     warnings.simplefilter("ignore", UnknownTokenWarning)
-    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n-&3$"
-    model = build_model(args.units, args.layers, args.embedding_dim, alphabet)
+    model = build_model(args.units, args.layers, args.embedding_dim, ALPHABET)
     said = ("To be, or not to be, that is the question: " * (args.said // 40 + 1))[:args.said]
     conversation = model.conversation(length=args.length, temperature=0.8, seed=1)
     # Trace and warm up both paths, outside the timings: the first turn reads from the zero state, later ones on.

@@ -25,33 +25,44 @@ def one_error_line(result):
     return len(errors) == 1 and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["--length", "-5"], 2, "Received: length=-5"),
-    (["--length", "0"], 2, "Received: length=0"),
-    (["--temperature", "nan"], 2, "Received: temperature=nan"),
-    (["--top-k", "999"], 2, "Received: top_k=999"),
-    (["--top-p", "0"], 2, "Received: top_p=0"),
-    (["--num-samples", "5000"], 2, "Received: num_samples=5000"),
-    (["--num-samples", "4096", "--length", "100000"], 2, "Received: tokens=409604096"),
-    (["--seed", "-1"], 2, "Received: seed=-1"),
-    (["--seed", str(SEED_MAX + 1)], 2, f"Received: seed={SEED_MAX + 1}"),
-    (["--prompt", "a", "--prompt", "b", "--num-samples", "3000"], 2, "Received: rows=6000"),
-    (["--prompt-file", "{missing}"], 1, "Received: prompt_file="),
-    (["--output", "{taken}"], 1, "--overwrite"),
-    (["--output", "{missing}/out.txt"], 1, "Received: output="),
-    (["--logprobs"], 2, "Received: format='text'"),
-    (["--interactive", "--stop", "x"], 2, "Received: stop=('x',)"),
-    (["--interactive", "--format", "jsonl"], 2, "Received: format='jsonl'"),
-])
-def test_a_refused_request_writes_nothing_at_all(runner, tiny_model_dir, tmp_path, args, code, message):
+def refused(runner, model_dir, tmp_path, args, code, message):
+    """Run ``args`` (with {missing} and {taken} paths) and check that it was refused and wrote nothing at all."""
     taken = tmp_path / "taken.txt"
     taken.write_text("mine")
     values = {"missing": str(tmp_path / "missing"), "taken": str(taken)}
-    result = sample(runner, tiny_model_dir, *[arg.format(**values) for arg in args])
+    result = sample(runner, model_dir, *args.format(**values).split())
     assert result.exit_code == code, result.output
     assert message in result.stderr and one_error_line(result)
     assert result.stdout == ""
     assert taken.read_text() == "mine" and sorted(path.name for path in tmp_path.iterdir()) == ["taken.txt"]
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--length", "-5"), ("--length", "0"), ("--temperature", "nan"), ("--top-k", "999"), ("--top-p", "0"),
+    ("--num-samples", "5000"), ("--seed", "-1"), ("--seed", str(SEED_MAX + 1)),
+])
+def test_a_setting_out_of_range_is_refused_and_writes_nothing_at_all(runner, tiny_model_dir, tmp_path, option,
+                                                                      value):
+    refused(runner, tiny_model_dir, tmp_path, f"{option} {value}", 2,
+            f"Received: {option[2:].replace('-', '_')}={value}")
+
+
+@pytest.mark.parametrize("args, message", [
+    ("--num-samples 4096 --length 100000", "Received: tokens=409604096"),
+    ("--prompt a --prompt b --num-samples 3000", "Received: rows=6000"),
+    ("--logprobs", "Received: format='text'"),
+    ("--interactive --stop x", "Received: stop=('x',)"),
+    ("--interactive --format jsonl", "Received: format='jsonl'"),
+])
+def test_a_request_too_large_or_options_that_do_not_go_together_write_nothing(runner, tiny_model_dir, tmp_path,
+                                                                              args, message):
+    refused(runner, tiny_model_dir, tmp_path, args, 2, message)
+
+
+def test_files_that_cannot_be_read_or_written_are_refused_before_any_work(runner, tiny_model_dir, tmp_path):
+    refused(runner, tiny_model_dir, tmp_path, "--prompt-file {missing}", 1, "Received: prompt_file=")
+    refused(runner, tiny_model_dir, tmp_path, "--output {taken}", 1, "--overwrite")
+    refused(runner, tiny_model_dir, tmp_path, "--output {missing}/out.txt", 1, "Received: output=")
 
 
 # Runs textgen in a child and reports its exit code, stdout size and peak memory, alone.
