@@ -44,3 +44,12 @@ def test_corpus_memory_benchmark_measures_tokenizing_and_training_on_a_tiny_corp
     assert float(rss_train.replace(",", "")) > 0
     assert "token cache: reusing" in result.stderr  # training found the cache the first stage wrote
     assert list(tmp_path.iterdir()) == []  # corpus, cache and model deleted
+
+
+def test_conversation_benchmark_times_both_ways_turn_by_turn():
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "conversation.py"), "--units", "8", "--turns", "2",
+                             "--said", "10", "--length", "5"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [row[1] for row in rows] == ["10", "25"]  # each turn: what was said before, and this turn's text
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)

@@ -26,8 +26,8 @@ options it does not set itself (and `textgen experiment memory` by EXPERIMENT_TI
 What is checked: the exit code of every command and program; the lines of shown output that
 KEY_LINES lists, each of which must have a matching line in the real output (numbers are
 wildcards where a tiny model prints other ones; "..." inside a line stands for any text); and
-that `textgen sample` and `textgen inspect` print the prompt first. Generated text itself
-differs with a tiny model and is not compared.
+that `textgen sample` and `textgen inspect` print the prompt first (when they print one sample
+as text). Generated text itself differs with a tiny model and is not compared.
 """
 
 from __future__ import annotations
@@ -400,7 +400,9 @@ class PageRun:
             return
         if words[:2] not in (["textgen", "sample"], ["textgen", "inspect"]) or "--prompt" not in words:
             return
-        if "--num-samples" in words:
+        # Text that does not start with the one prompt: several samples, JSON lines, a file, a prompt loop.
+        if ({"--num-samples", "--format", "--output", "-o", "--interactive", "-i"} & set(words)
+                or words.count("--prompt") > 1):
             return
         prompt = words[words.index("--prompt") + 1]
         assert "\n".join(command.shown).startswith(prompt), f"{where}: the page's output does not start with the prompt"

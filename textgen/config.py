@@ -56,7 +56,10 @@ def apply_preset(preset: str | None, **settings):
 MAX_VOCAB = 1_000_000
 
 
-# A seed that was not given is drawn from 0 to SEED_MAX, the range of training seeds.
+# Every seed textgen takes (training, sampling, experiments; from the command line or from
+# Python) is a whole number from 0 to SEED_MAX, and a seed that was not given is drawn from
+# that range. 31 bits fit every consumer of a seed: Keras, NumPy, and TensorFlow's int32 and
+# int64 seeds alike.
 SEED_MAX = 2**31 - 1
 
 
@@ -253,6 +256,10 @@ class Limits:
 # hours of work or gigabytes of output.
 MAX_LENGTH = 1_000_000
 MAX_SAMPLES = 4096
+# What one request may ask for in all, counted in tokens: rows (prompts x num_samples) x
+# (longest prompt + length). It bounds every array a request allocates, (B, W) for the
+# prompts and (B, T) for the new ids and their log-probabilities, before any is made.
+MAX_REQUEST_TOKENS = 10_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,4 +283,4 @@ class SampleConfig:
         check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
         check_int("num_samples", self.num_samples, 1, MAX_SAMPLES)
         if self.seed is not None:
-            check_int("seed", self.seed, 0, 2**63 - 1)
+            check_int("seed", self.seed, 0, SEED_MAX)

@@ -53,3 +53,7 @@ class ReportError(TextgenError):
 
 class ExperimentError(TextgenError):
     """An experiment cannot write its results (they exist, the folder is unwritable, matplotlib is missing)."""
+
+
+class SampleFileError(TextgenError):
+    """A prompt file cannot be read, or a sample's output file cannot be written (it exists, its folder does not)."""

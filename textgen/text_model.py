@@ -1,9 +1,9 @@
 """A trained model in use: ``TextModel``, and ``load``, which reads one from its directory.
 
 A ``TextModel`` holds a Keras sequence model with its tokenizer and settings.
-It generates text (all at once, or streamed as it is produced), traces the
-gates and states behind it, measures its loss on text, exports itself as a
-SavedModel and saves itself as a model directory. ``load`` rebuilds one from
+It generates text (all at once, streamed as it is produced, or turn by turn in
+a conversation), traces the gates and states behind it, measures its loss on
+text, exports itself as a SavedModel and saves itself as a model directory. ``load`` rebuilds one from
 a directory, checking every file first; ``textgen.training.run.train`` makes one.
 """
 
@@ -12,14 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
-
 from textgen import model_dir
-from textgen.backend import keras, tf
-from textgen.config import MAX_SAMPLES, SampleConfig, TrainConfig, draw_seed
+from textgen.backend import keras
+from textgen.config import MAX_LENGTH, SampleConfig, TrainConfig, check_int, fail
 from textgen.errors import ConfigError, ModelDirError, TrainingError
+from textgen.generation.conversation import Conversation
 from textgen.generation.generator import Generator
-from textgen.generation.sampling import cut_at_stop
+from textgen.generation.request import SampleRequest
+from textgen.generation.samples import Sample, SampleRun
 from textgen.model.loss import Evaluator
 from textgen.model.network import ModelStep, build_model, expected_shapes, named_weights
 from textgen.model.settings import ModelConfig
@@ -61,60 +61,64 @@ class TextModel:
                                         start_id)
         return self._generator
 
-    def _request(self, prompt, length, temperature, top_k, top_p, seed, num_samples, stop):
-        """Check a generation request and turn it into the loop's tensors."""
-        settings = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                                num_samples=num_samples, seed=seed)
-        if settings.top_k > self.config.vocab_size:
-            raise ConfigError(f"top_k must be at most the vocabulary size ({self.config.vocab_size}). "
-                              f"Received: top_k={top_k}")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(item, str) for item in prompts):
-            raise ConfigError(f"prompt must be a string or a non-empty list of strings. Received: prompt={prompt!r}")
-        rows = [item for item in prompts for _ in range(settings.num_samples)]
-        if len(rows) > MAX_SAMPLES:
-            raise ConfigError(f"at most {MAX_SAMPLES} rows (prompts x num_samples) per call. Received: rows={len(rows)}")
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if not all(isinstance(item, str) for item in stops):
-            raise ConfigError(f"stop must be a string or a list of strings. Received: stop={stop!r}")
-        encoded = {item: self.tokenizer.encode_prompt(item) if item else [] for item in prompts}
-        request = {
-            "prompt_values": tf.constant([i for item in rows for i in encoded[item]], tf.int32),
-            "prompt_row_lengths": tf.constant([len(encoded[item]) for item in rows], tf.int32),
-            "length": tf.constant(settings.length, tf.int32),
-            "temperature": tf.constant(settings.temperature, tf.float32),
-            "top_k": tf.constant(settings.top_k, tf.int32), "top_p": tf.constant(settings.top_p, tf.float32),
-            "seed": tf.constant(settings.seed if settings.seed is not None else draw_seed(), tf.int64),
-            "stop": tf.constant(stops, tf.string),
-        }
-        return rows, stops, request
-
-    def _texts(self, ids: np.ndarray, produced: np.ndarray, stops: list[str]) -> list[str]:
-        texts = [self.tokenizer.decode(row[:count]) for row, count in zip(ids, produced)]
-        if stops:
-            texts = [text.decode("utf-8") for text in cut_at_stop(tf.constant(texts, tf.string), stops).numpy()]
-        return texts
+    def _check(self, prompt, stop, include_prompt, details, **settings) -> SampleRequest:
+        """Check a generation request, and the options that shape its answer, before any work."""
+        request = SampleRequest.check(prompt, stop, vocab_size=self.config.vocab_size, **settings)
+        for name, value in (("include_prompt", include_prompt), ("details", details)):
+            if not isinstance(value, bool):
+                fail(f"{name} must be True or False", name, value)
+        return request
 
     def generate(self, prompt: str | Sequence[str] = "", length: int = SampleConfig.length,
                  temperature: float = SampleConfig.temperature, top_k: int = 0, top_p: float = 1.0,
                  seed: int | None = None, num_samples: int = 1, stop: str | Sequence[str] | None = None,
-                 include_prompt: bool = True) -> str | list[str]:
+                 include_prompt: bool = True, details: bool = False) -> str | list[str] | Sample | list[Sample]:
         """Continue ``prompt`` by up to ``length`` tokens.
 
         temperature 0 is greedy; top_k 0 and top_p 1 switch those filters off.
         Each sample ends before the first of the ``stop`` strings it produces.
-        The same seed gives the same text. Returns a string, or a list of
-        ``num_samples`` strings, all generated as one batch; a list of prompts
-        gives a list of ``len(prompt) * num_samples`` strings, prompt by prompt.
-        Characters the tokenizer never saw are replaced and named in an
-        ``UnknownTokenWarning``.
+        The same seed gives the same text (seeds are 0 to ``config.SEED_MAX``;
+        None draws one). Returns a string, each prompt followed by its
+        continuation (the continuation alone with ``include_prompt=False``);
+        a list of strings when ``prompt`` is a list or ``num_samples`` > 1, all
+        generated as one batch, prompt by prompt. ``details=True`` returns
+        ``textgen.generation.samples.Sample`` objects instead, which hold the
+        prompt, the text, every token with its log-probability and why the
+        sample ended. Characters the tokenizer never saw are replaced and named
+        in an ``UnknownTokenWarning``.
         """
-        rows, stops, request = self._request(prompt, length, temperature, top_k, top_p, seed, num_samples, stop)
-        new_ids, produced = self.generator.generate(**request)
-        texts = self._texts(new_ids.numpy(), produced.numpy(), stops)
-        if include_prompt:
-            texts = [item + text for item, text in zip(rows, texts)]
-        return texts[0] if isinstance(prompt, str) and num_samples == 1 else texts
+        for result in self.stream(prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                  num_samples=num_samples, stop=stop, include_prompt=include_prompt, details=details,
+                                  chunk_tokens=length):  # one chunk; a bad length is refused first
+            pass
+        return result
+
+    def stream(self, prompt: str | Sequence[str] = "", length: int = SampleConfig.length,
+               temperature: float = SampleConfig.temperature, top_k: int = 0, top_p: float = 1.0,
+               seed: int | None = None, num_samples: int = 1, stop: str | Sequence[str] | None = None,
+               include_prompt: bool = True, details: bool = False,
+               chunk_tokens: int = 32) -> Iterator[str | list[str] | Sample | list[Sample]]:
+        """Generate as ``generate`` does, yielding what it would return so far after every ``chunk_tokens`` tokens.
+
+        The arguments and what is yielded follow ``generate``'s rules, and the
+        last item yielded equals what ``generate`` returns for the same
+        arguments. Text is yielded only once no later stop string can take it
+        back, so each item extends the one before and a caller may print the
+        difference at once. The request is checked when ``stream`` is called.
+        """
+        request = self._check(prompt, stop, include_prompt, details, length=length, temperature=temperature,
+                              top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples)
+        check_int("chunk_tokens", chunk_tokens, 1, MAX_LENGTH)
+        run = SampleRun(self.generator, self.tokenizer, request, chunk_tokens)
+        return _shaped(run, single=isinstance(prompt, str) and num_samples == 1, include_prompt=include_prompt,
+                       details=details)
+
+    def conversation(self, length: int = SampleConfig.length, temperature: float = SampleConfig.temperature,
+                     top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+                     chunk_tokens: int = 16) -> Conversation:
+        """A ``Conversation`` with this model: turns of text, each continued from everything said before."""
+        return Conversation(self.generator, self.tokenizer, self.config.vocab_size, chunk_tokens=chunk_tokens,
+                            length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
 
     def trace(self, text: str, continuation: int = 0, temperature: float = SampleConfig.temperature,
               top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> Trace:
@@ -133,53 +137,13 @@ class TextModel:
         ids = list(self.tokenizer.encode_prompt(text)) if text else [self.generator.start_id]
         given = len(ids)
         if continuation:
-            _, _, request = self._request(text, continuation, temperature, top_k, top_p, seed, 1, None)
-            new_ids, produced = self.generator.generate(**request)
-            ids += new_ids.numpy()[0, :int(produced.numpy()[0])].tolist()
+            sample = self.generate(text, length=continuation, temperature=temperature, top_k=top_k, top_p=top_p,
+                                   seed=seed, details=True)
+            ids += sample.token_ids.tolist()
         strings = self.tokenizer.token_strings()
         layers = record_trace(ModelStep(self.keras_model, self.config), ids)
         return Trace(cell=self.config.cell, tokens=[strings[i] for i in ids], generated_from=given, layers=layers,
                      ids=[int(i) for i in ids])
-
-    def stream(self, prompt: str | Sequence[str] = "", length: int = SampleConfig.length,
-               temperature: float = SampleConfig.temperature, top_k: int = 0, top_p: float = 1.0,
-               seed: int | None = None, num_samples: int = 1, stop: str | Sequence[str] | None = None,
-               chunk_tokens: int = 32) -> Iterator[list[str]]:
-        """Generate as ``generate`` does, yielding every row's new text so far after each chunk.
-
-        Text is yielded only once no later stop string can take it back, so a
-        caller may print it at once. The last list yielded equals what
-        ``generate(..., include_prompt=False)`` returns, as a list.
-        """
-        rows, stops, request = self._request(prompt, length, temperature, top_k, top_p, seed, num_samples, stop)
-        hold_back = max((len(item) for item in stops), default=1) - 1
-        logits, states, tails, done, produced = self.generator.begin(
-            request["prompt_values"], request["prompt_row_lengths"], request["length"])
-        texts, settled, start = [""] * len(rows), [False] * len(rows), 0
-        while True:
-            end = min(start + chunk_tokens, length)
-            new_ids, logits, states, tails, done, produced = self.generator.sample(
-                logits, states, tf.constant(start, tf.int32), tf.constant(end, tf.int32), request["length"],
-                request["temperature"], request["top_k"], request["top_p"], request["seed"], request["stop"],
-                tails, done, produced)
-            chunk = new_ids.numpy()  # (B, T)
-            # Only this chunk is decoded: each row keeps its ids up to the end of its first stop string.
-            counts = np.clip(produced.numpy() - start, 0, chunk.shape[1])
-            texts = [text if row_settled else text + self.tokenizer.decode(row[:count])
-                     for text, row_settled, row, count in zip(texts, settled, chunk, counts)]
-            start += chunk.shape[1]
-            finished = done.numpy()
-            newly_finished = [r for r in range(len(rows)) if finished[r] and not settled[r]]
-            if stops and newly_finished:
-                cut = cut_at_stop(tf.constant([texts[r] for r in newly_finished], tf.string), stops).numpy()
-                for r, text in zip(newly_finished, cut):
-                    texts[r] = text.decode("utf-8")
-            settled = [bool(flag) for flag in finished]
-            if finished.all():
-                yield list(texts)
-                return
-            yield [text if row_done else text[: max(len(text) - hold_back, 0)]
-                   for text, row_done in zip(texts, finished)]
 
     def evaluate(self, text: str) -> dict:
         """Loss of the model on ``text``: nats per token, bits per character, perplexity."""
@@ -218,6 +182,14 @@ class TextModel:
                                               weights=weights, corpus=corpus, metrics=metrics, overwrite=overwrite)
         _, self.manifest = model_dir.read_manifest(self.path)
         return self.path
+
+
+def _shaped(run: SampleRun, single: bool, include_prompt: bool, details: bool):
+    """What ``generate`` returns, for each list of samples ``run`` yields: samples or texts, one or a list."""
+    for samples in run:
+        items = samples if details else [sample.prompt + sample.text if include_prompt else sample.text
+                                         for sample in samples]
+        yield items[0] if single else items
 
 
 def load(path) -> TextModel:

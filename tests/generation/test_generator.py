@@ -127,3 +127,67 @@ def test_stop_strings_are_literal_text_not_patterns(generator):
     ends = [free.find(stop) + len(stop) for stop in stops if free.find(stop) >= 0]
     assert ends, "the fixture should produce at least one stop string"
     assert produced[0] == min(ends)
+
+
+def test_log_probability_is_the_log_softmax_of_the_raw_logits_at_each_id():
+    from textgen.generation.sampling import log_probability
+
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]], np.float32)  # (B=2, V=3)
+    scores = log_probability(logits, np.array([0, 2], np.int32)).numpy()
+    first = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    np.testing.assert_allclose(scores, [np.log(first[0]), np.log(1 / 3)], rtol=1e-6)
+    # Probabilities of the ids of one row sum to 1: it is a distribution over the vocabulary.
+    every = [log_probability(logits[:1], np.array([i], np.int32)).numpy()[0] for i in range(3)]
+    assert np.exp(every).sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def draw_scored(generator, prompts, length, temperature, top_k=0, top_p=1.0, seed=3, carried=None, start=0):
+    """Run the chunked loop once from ``start``: -> ids (B, T), log-probabilities (B, T), logits, states."""
+    values = np.array([token for prompt in prompts for token in prompt], np.int32)
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    logits, states, tails, done, produced = generator.begin(values, lengths, start + length, carried)
+    ids, scores, logits, states, *_ = generator.sample(
+        logits, states, start, start + length, start + length, temperature, top_k, top_p,
+        tf.constant(seed, tf.int64), tf.constant([], tf.string), tails, done, produced)
+    return ids.numpy(), scores.numpy(), logits, states
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (0.0, 0, 1.0), (0.5, 3, 0.8)])
+def test_each_token_is_scored_under_the_models_own_distribution(generator, temperature, top_k, top_p):
+    """Whatever the sampling settings, a token's score is log softmax of the sequence model's logits."""
+    prompts = [[1, 2, 3], [4]]
+    ids, scores, _, _ = draw_scored(generator, prompts, 10, temperature, top_k, top_p)
+    for prompt, row_ids, row_scores in zip(prompts, ids, scores):
+        sequence = np.array([prompt + row_ids.tolist()], np.int32)
+        logits = generator.sequence_model(sequence, training=False).numpy()[0]  # (T, V)
+        log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        expected = log_softmax[np.arange(len(prompt) - 1, sequence.shape[1] - 1), row_ids]
+        np.testing.assert_allclose(row_scores, expected, atol=1e-5)
+    assert (scores < 0).all()
+
+
+def test_scores_do_not_change_what_generate_draws(generator):
+    ids, _, _, _ = draw_scored(generator, [[1, 2, 3]], 12, 1.0)
+    np.testing.assert_array_equal(ids, run(generator, [[1, 2, 3]], length=12, seed=3))
+
+
+def test_reading_on_from_a_carried_state_equals_reading_everything_at_once(generator):
+    """A text read in two parts, the second from the state the first left, ends in the same state."""
+    first, second = [1, 2, 3, 4], [5, 6, 7]
+    logits, states = generator.warm(np.array(first, np.int32), np.array([4], np.int32))
+    carried = generator.read_on(np.array(second, np.int32), np.array([3], np.int32), logits, states)
+    whole = generator.warm(np.array(first + second, np.int32), np.array([7], np.int32))
+    for part, all_at_once in zip(carried, whole):
+        np.testing.assert_allclose(part.numpy(), all_at_once.numpy(), atol=1e-6)
+    # An empty text reads nothing.
+    unchanged = generator.read_on(np.array([], np.int32), np.array([0], np.int32), logits, states)
+    np.testing.assert_array_equal(unchanged[1].numpy(), states.numpy())
+
+
+def test_sampling_on_from_a_carried_state_continues_the_same_stream(generator):
+    """Drawing 6 tokens, then 6 more from the state and token index they left, equals drawing 12 at once."""
+    whole, whole_scores, _, _ = draw_scored(generator, [[1, 2]], 12, 1.0)
+    head, _, logits, states = draw_scored(generator, [[1, 2]], 6, 1.0)
+    tail, tail_scores, _, _ = draw_scored(generator, [[]], 6, 1.0, carried=(logits, states), start=6)
+    np.testing.assert_array_equal(np.concatenate([head, tail], axis=1), whole)
+    np.testing.assert_allclose(tail_scores, whole_scores[:, 6:], atol=1e-6)

@@ -3,7 +3,8 @@
 ``Generator.generate`` warms the model's state on the prompts and then samples
 ``length`` tokens (with ``textgen.generation.sampling``), all inside one
 graph, so the same loop serves the command line, the Python API and an
-exported SavedModel.
+exported SavedModel. Every token drawn is scored with its log-probability
+under the model (``sampling.log_probability``) in the same loop.
 
 Randomness is stateless: token t of a run with seed s is drawn with the seed
 pair (s, t), so a seed fully determines the text, whatever ran before.
@@ -12,7 +13,7 @@ pair (s, t), so a seed fully determines the text, whatever ran before.
 from __future__ import annotations
 
 from textgen.backend import tf
-from textgen.generation.sampling import sample_next, stop_alternatives
+from textgen.generation.sampling import log_probability, sample_next, stop_alternatives
 from textgen.model.network import ModelStep
 
 
@@ -55,9 +56,12 @@ class Generator(tf.Module):
     ``generate`` runs the whole job in one call and returns new ids (B, T)
     with T <= length, and per row the number of tokens up to the end of its
     first stop string (``length`` if none); sampling ends once every row has
-    stopped. ``warm`` plus repeated ``sample`` calls do the same job in
+    stopped. ``begin`` plus repeated ``sample`` calls do the same job in
     chunks (for streaming output), with identical results: token t is always
-    drawn with the seed pair (seed, t).
+    drawn with the seed pair (seed, t); ``sample`` also returns each token's
+    log-probability. ``begin`` may start from a state that earlier calls
+    left (``read_on``), so that a text can grow turn by turn without being
+    read again.
     """
 
     def __init__(self, step: ModelStep, token_strings: list[str], start_id: int):
@@ -67,15 +71,23 @@ class Generator(tf.Module):
         self.longest_token = max(len(token) for token in token_strings)
         self.start_id = int(start_id)
 
-    def _read(self, padded, live):
-        """Run left-padded prompts (B, W) through the model; ``live`` (B, W) marks real tokens.
+    def _read(self, prompts, logits, states):
+        """Run ragged prompts (B, None) through the model from ``logits`` (B, V) and ``states`` (S, B, U).
 
-        Not compiled with XLA, which would compile again for every new prompt
-        width: a prompt is read once, while sampled tokens are many.
+        Rows are left-padded, and a row's state and logits only change at its
+        real tokens, so each row ends exactly where its prompt alone takes it
+        (an empty row keeps what it was given). Not compiled with XLA, which
+        would compile again for every new prompt width: a prompt is read once,
+        while sampled tokens are many. -> logits (B, V), states (S, B, U).
         """
-        batch, width = tf.shape(padded)[0], tf.shape(padded)[1]
-        states = self.stepper.initial_states(batch)
-        logits = tf.zeros([batch, self.stepper.config.vocab_size], tf.float32)
+        lengths = tf.cast(prompts.row_lengths(), tf.int32)  # (B,)
+        width = tf.reduce_max(tf.concat([lengths, [0]], 0))
+        # Left-pad: column j of row b holds prompt token j - (width - length_b).
+        right_padded = prompts.to_tensor(default_value=0, shape=[None, None])  # (B, W)
+        source = tf.range(width)[tf.newaxis, :] - (width - lengths)[:, tf.newaxis]  # (B, W)
+        padded = tf.gather(right_padded, tf.maximum(source, 0), batch_dims=1)
+        live = source >= 0  # (B, W): this row's prompt has begun
+        states = tf.unstack(states, num=self.stepper.state_count)
 
         def body(t, logits, states):
             new_logits, new_states = self.stepper.step(tf.gather(padded, t, axis=1), states)
@@ -90,23 +102,28 @@ class Generator(tf.Module):
         """Sample tokens start..start+count-1 (count <= DRAW_CHUNK) with no string work.
 
         Returns ids (DRAW_CHUNK, B), of which the first ``count`` rows are
-        drawn, and the logits and states after the last of them. Token t is
-        drawn with the seed pair (seed, t), so how the run is cut into calls
-        never changes the text.
+        drawn, their log-probabilities (DRAW_CHUNK, B), and the logits and
+        states after the last of them. Token t is drawn with the seed pair
+        (seed, t), so how the run is cut into calls never changes the text.
         """
         states = tf.unstack(states, num=self.stepper.state_count)
-        # A fixed-size buffer updated in place, so nothing's shape depends on ``count``:
+        # Fixed-size buffers updated in place, so nothing's shape depends on ``count``:
         # XLA then compiles once per batch size, not once per chunk length.
         drawn = tf.zeros([DRAW_CHUNK, tf.shape(logits)[0]], tf.int32)  # (DRAW_CHUNK, B)
+        scores = tf.zeros([DRAW_CHUNK, tf.shape(logits)[0]], tf.float32)  # (DRAW_CHUNK, B)
 
-        def body(k, logits, states, drawn):
+        def body(k, logits, states, drawn, scores):
             seed_pair = tf.stack([seed, tf.cast(start + k, tf.int64)])
             next_ids = sample_next(logits, temperature, top_k, top_p, seed_pair, gumbel=compiled)  # (B,)
+            # Scored on the logits it was drawn from, before the step moves past them.
+            score = log_probability(logits, next_ids)  # (B,)
             logits, states = self.stepper.step(next_ids, states)
-            return k + 1, logits, states, tf.tensor_scatter_nd_update(drawn, [[k]], next_ids[tf.newaxis])
+            return (k + 1, logits, states, tf.tensor_scatter_nd_update(drawn, [[k]], next_ids[tf.newaxis]),
+                    tf.tensor_scatter_nd_update(scores, [[k]], score[tf.newaxis]))
 
-        _, logits, states, drawn = tf.while_loop(lambda k, *_: k < count, body, (0, logits, states, drawn))
-        return drawn, logits, tf.stack(states)
+        _, logits, states, drawn, scores = tf.while_loop(lambda k, *_: k < count, body,
+                                                         (0, logits, states, drawn, scores))
+        return drawn, scores, logits, tf.stack(states)
 
     @tf.function(jit_compile=True)
     def _draw_compiled(self, logits, states, start, count, temperature, top_k, top_p, seed):
@@ -117,25 +134,35 @@ class Generator(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
                                   tf.TensorSpec([None], tf.int32, name="prompt_row_lengths")])
     def warm(self, prompt_values, prompt_row_lengths):
-        """Run the prompts through the model: -> logits (B, V), states (S, B, U)."""
+        """Run the prompts through the model from the zero state: -> logits (B, V), states (S, B, U).
+
+        An empty prompt reads the start token instead.
+        """
         prompts = tf.RaggedTensor.from_row_lengths(prompt_values, prompt_row_lengths)
         empty = tf.cast(prompts.row_lengths() == 0, tf.int32)  # (B,)
         starts = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(empty)], self.start_id), empty)
-        prompts = tf.concat([starts, prompts], axis=1)
-        lengths = tf.cast(prompts.row_lengths(), tf.int32)  # (B,)
-        width = tf.reduce_max(lengths)
-        # Left-pad: column j of row b holds prompt token j - (width - length_b).
-        right_padded = prompts.to_tensor(default_value=0, shape=[None, None])  # (B, W)
-        source = tf.range(width)[tf.newaxis, :] - (width - lengths)[:, tf.newaxis]  # (B, W)
-        padded = tf.gather(right_padded, tf.maximum(source, 0), batch_dims=1)
-        return self._read(padded, source >= 0)
+        batch = tf.shape(prompt_row_lengths)[0]
+        logits = tf.zeros([batch, self.stepper.config.vocab_size], tf.float32)
+        return self._read(tf.concat([starts, prompts], axis=1), logits, tf.stack(self.stepper.initial_states(batch)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
+                                  tf.TensorSpec([None], tf.int32, name="prompt_row_lengths"),
+                                  tf.TensorSpec([None, None], tf.float32, name="logits"),
+                                  tf.TensorSpec([None, None, None], tf.float32, name="states")])
+    def read_on(self, prompt_values, prompt_row_lengths, logits, states):
+        """Run more text through the model from the logits (B, V) and states (S, B, U) an earlier call left.
+
+        An empty row reads nothing: its logits and states come back as they went in.
+        """
+        return self._read(tf.RaggedTensor.from_row_lengths(prompt_values, prompt_row_lengths), logits, states)
 
     @tf.function(input_signature=_CHUNK_SIGNATURE)
     def sample(self, logits, states, start, end, length, temperature, top_k, top_p, seed, stop, tails, done,
                produced):
         """Draw tokens start..end-1 (of ``length`` in all), carrying everything to the next call.
 
-        Returns (ids (B, T<=end-start), logits, states, tails, done, produced).
+        Returns (ids (B, T<=end-start), their log-probabilities (B, T), logits,
+        states, tails, done, produced). ``start`` < ``end``: at least one token is drawn.
         Tokens are drawn DRAW_CHUNK at a time by ``_draw_steps``; stop
         strings are then looked for token by token in a sliding tail of each
         row's new text, long enough to hold the longest stop string plus one
@@ -148,6 +175,8 @@ class Generator(tf.Module):
         window = tf.reduce_max(tf.concat([tf.strings.length(stop, unit="UTF8_CHAR"), [0]], 0)) + self.longest_token
 
         pieces = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None, None], infer_shape=False)
+        score_pieces = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None],
+                                      infer_shape=False)
         chunk = 0
         t = start
         while t < end and not tf.reduce_all(done):
@@ -155,11 +184,11 @@ class Generator(tf.Module):
                 shape_invariants=[(logits, tf.TensorShape([None, None])), (states, tf.TensorShape([None, None, None]))])
             count = tf.minimum(end - t, DRAW_CHUNK)
             if batch <= XLA_MAX_BATCH:
-                drawn, logits, states = self._draw_compiled(logits, states, t, count, temperature, top_k, top_p,
-                                                            seed)
+                drawn, scores, logits, states = self._draw_compiled(logits, states, t, count, temperature, top_k,
+                                                                    top_p, seed)
             else:
-                drawn, logits, states = self._draw_steps(logits, states, t, count, temperature, top_k, top_p,
-                                                         seed)
+                drawn, scores, logits, states = self._draw_steps(logits, states, t, count, temperature, top_k,
+                                                                 top_p, seed)
             kept = count
             if has_stops:
                 for k in tf.range(count):
@@ -173,23 +202,34 @@ class Generator(tf.Module):
                         done = done | hit
                         kept = k + 1
             pieces = pieces.write(chunk, drawn[:kept])
+            score_pieces = score_pieces.write(chunk, scores[:kept])
             chunk += 1
             t += kept
         new_ids = tf.transpose(tf.reshape(pieces.concat(), [t - start, batch]))  # (B, T)
+        new_scores = tf.transpose(tf.reshape(score_pieces.concat(), [t - start, batch]))  # (B, T)
         done = done | (t >= length)
         # produced stays ``length`` for rows without a stop; callers clamp it to the tokens they have.
-        return new_ids, logits, states, tails, done, produced
+        return new_ids, new_scores, logits, states, tails, done, produced
 
-    def begin(self, prompt_values, prompt_row_lengths, length):
-        """Warm the state and set up what ``sample`` carries between calls."""
-        logits, states = self.warm(prompt_values, prompt_row_lengths)
+    def begin(self, prompt_values, prompt_row_lengths, length, carried=None):
+        """Read the prompts and set up what ``sample`` carries between calls, up to token ``length``.
+
+        ``carried`` is None to start from the zero state (``warm``), or the
+        (logits, states) an earlier ``sample`` or ``begin`` left, to read on
+        from there (``read_on``). -> logits, states, tails, done, produced.
+        """
+        if carried is None:
+            logits, states = self.warm(prompt_values, prompt_row_lengths)
+        else:
+            logits, states = self.read_on(prompt_values, prompt_row_lengths, *carried)
         batch = tf.shape(logits)[0]
         return logits, states, tf.fill([batch], ""), tf.zeros([batch], tf.bool), tf.fill([batch], length)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
                                   tf.TensorSpec([None], tf.int32, name="prompt_row_lengths"), *SAMPLING_SPECS])
     def generate(self, prompt_values, prompt_row_lengths, length, temperature, top_k, top_p, seed, stop):
+        """The whole job in one graph call, as the SavedModel serves it: -> new ids (B, T), tokens kept (B,)."""
         logits, states, tails, done, produced = self.begin(prompt_values, prompt_row_lengths, length)
-        new_ids, _, _, _, _, produced = self.sample(logits, states, 0, length, length, temperature, top_k, top_p,
-                                                   seed, stop, tails, done, produced)
+        new_ids, _, _, _, _, _, produced = self.sample(logits, states, 0, length, length, temperature, top_k, top_p,
+                                                      seed, stop, tails, done, produced)
         return new_ids, tf.minimum(produced, tf.shape(new_ids)[1])

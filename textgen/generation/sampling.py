@@ -1,10 +1,11 @@
-"""Sampling: from a batch of logits to token ids, and where a sample's stop string cuts it.
+"""Sampling: from logits to token ids, how likely the model found them, and where a stop string cuts a sample.
 
 ``sample_next`` draws one token per row (greedy, temperature, top-k, top-p)
 with a stateless seed, so the same logits and seed give the same ids in any
-graph; ``cut_at_stop`` ends texts before their first stop string. Both are
-plain TensorFlow ops: they run eagerly, inside the generation loop, and in
-an exported SavedModel, and are tested alone on made-up logits and texts.
+graph; ``log_probability`` scores the ids drawn; ``cut_at_stop`` ends texts
+before their first stop string. All are plain TensorFlow ops: they run
+eagerly, inside the generation loop, and in an exported SavedModel, and are
+tested alone on made-up logits and texts.
 """
 
 from __future__ import annotations
@@ -61,6 +62,20 @@ def sample_next(logits, temperature, top_k, top_p, seed_pair, gumbel: bool = Fal
         return tf.argmax(scaled - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
 
     return tf.cond(temperature > 0.0, sampled, greedy)
+
+
+def log_probability(logits, ids):
+    """log p(id | what came before) per row, under the model's own distribution. logits (B, V), ids (B,) -> (B,).
+
+    The distribution is softmax(logits): the model's, before temperature,
+    top-k and top-p reshape it for drawing. So a token's score does not
+    depend on how it was drawn (greedy tokens score below 0, filtered-out
+    tokens cannot occur), and the sum over a sample is the log-likelihood that
+    ``textgen evaluate`` would measure on the same tokens after the same text.
+    Natural logarithm (nats).
+    """
+    logits = tf.convert_to_tensor(logits, tf.float32)
+    return tf.gather(tf.nn.log_softmax(logits, axis=-1), tf.convert_to_tensor(ids, tf.int32), batch_dims=1)
 
 
 def stop_alternatives(stop):

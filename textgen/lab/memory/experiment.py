@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from textgen.backend import keras, tf
-from textgen.config import check_float, check_int
+from textgen.config import SEED_MAX, check_float, check_int
 from textgen.errors import ConfigError, ExperimentError
 from textgen.files import refuse_to_overwrite, write_atomically
 from textgen.lab.memory import plots as figures
@@ -108,7 +108,7 @@ class MemorySettings:
             check_int("gradient_steps", self.gradient_steps, 1, 10_000)
         check_int("gradient_batch", self.gradient_batch, 1, 65_536)
         check_int("pad", self.pad, 0, 10_000)
-        check_int("seed", self.seed, 0, 2**31 - 1)
+        check_int("seed", self.seed, 0, SEED_MAX)
         if self.forget_bias is not None:
             check_float("forget_bias", self.forget_bias, -20.0, 20.0)
         if not isinstance(self.jit_compile, bool):

@@ -36,7 +36,7 @@ import dataclasses
 
 import numpy as np
 
-from textgen.config import check_int
+from textgen.config import SEED_MAX, check_int
 from textgen.errors import ConfigError
 
 TASKS = ("copy", "brackets", "quote")
@@ -174,7 +174,7 @@ def generate(task: str, distance: int, count: int, seed, pad: int = 4) -> Synthe
     if isinstance(seed, np.random.Generator):
         rng = seed
     else:
-        check_int("seed", seed, 0, 2**63 - 1)
+        check_int("seed", seed, 0, SEED_MAX)
         rng = np.random.default_rng(seed)
     distance, count, pad = int(distance), int(count), int(pad)
     length = distance + 1 + pad
