@@ -56,7 +56,7 @@ def test_quick_start_trains_on_the_default_corpus_and_samples(tmp_path):
     check_output(shown, sampled.stdout, trained.stderr + sampled.stderr, "README.md, what the main job prints")
     assert any(line.startswith(prompt) for line in shown), "the README shows the sample"
     loaded = subprocess.run(
-        [sys.executable, "-c", "import textgen; m = textgen.load('models/python'); "
+        [sys.executable, "-c", "import textgen; m = textgen.load('models/my-python'); "
                                "print(m.generate('def ', length=20, temperature=0.8, seed=1))"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr

@@ -143,6 +143,19 @@ def settings_from_dict(cls, data: Any):
     return cls(**data)
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+# Adam's learning rate when none is given: for a model trained from scratch, and for fine-tuning a trained
+# one, whose weights a smaller rate moves less far from what they already know (BENCHMARKS.md, fine-tuning).
+LEARNING_RATE = 4e-3
+FINE_TUNE_LEARNING_RATE = 1e-3
+
+
+def default_learning_rate(fine_tuning: bool) -> float:
+    """The learning rate a run takes when none is given: ``FINE_TUNE_LEARNING_RATE`` when it fine-tunes."""
+    return FINE_TUNE_LEARNING_RATE if fine_tuning else LEARNING_RATE
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How a model is trained. ``None`` for a limit means "no limit"."""
@@ -159,12 +172,15 @@ class TrainConfig:
     # Epochs in a row without a better validation loss that stop the run; 0 never stops it early. The one
     # spelling of "never", in Python and on the command line alike.
     patience: int = 3
-    learning_rate: float = 4e-3
+    learning_rate: float = LEARNING_RATE
     schedule: str = "constant"  # or "cosine": decay to 10% of learning_rate by the first limit
     clipnorm: float = 5.0
     val_fraction: float = 0.1
     seed: int = 0
     checkpoint_every: int | None = 500  # steps; checkpoints are also written at every epoch end
+    # The model a fine-tuning run started from: {"model": a shipped model's name or a directory's absolute
+    # path, "manifest_sha256": the sha256 of its manifest.json, which pins every file of it}. None: from scratch.
+    init_from: dict | None = None
 
     def __post_init__(self):
         check_int("seq_length", self.seq_length, 1, 100_000)
@@ -185,6 +201,12 @@ class TrainConfig:
         check_int("seed", self.seed, 0, SEED_MAX)
         if self.checkpoint_every is not None:
             check_int("checkpoint_every", self.checkpoint_every, 1, 10**12)
+        if self.init_from is not None:
+            model, digest = (self.init_from.get(key) if isinstance(self.init_from, dict) else None
+                             for key in ("model", "manifest_sha256"))
+            if set(self.init_from or ()) != {"model", "manifest_sha256"} or not isinstance(model, str) or \
+                    not isinstance(digest, str) or not _SHA256.match(digest):
+                fail("init_from must name a model and the sha256 of its manifest", "init_from", self.init_from)
 
     @property
     def validation_window(self) -> int:

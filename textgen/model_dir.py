@@ -10,6 +10,11 @@ A model directory holds::
     saved_model/     where ``textgen export`` writes by default
     inspect/         where ``textgen inspect`` writes its report by default (INSPECT_FILES)
 
+Models that ship with textgen (``textgen.pretrained``: the top-level
+``models/`` folder) are found by name wherever a model directory is taken
+(``locate``); an existing path always wins over a name. They are read-only:
+what a command would write inside a model directory goes elsewhere for them.
+
 Its files are staged and renamed into place with the manifest last, so a crash
 never leaves a mix of two models, and a directory whose save was cut short is
 still an unfinished run that ``--resume`` completes. When the weights change,
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import importlib.util
 import io
 import json
 import os
@@ -72,6 +78,55 @@ class Settings:
         document = {"format": FORMAT, "model": self.model.to_dict(), "tokenizer": {"level": self.tokenizer_level},
                     "training": self.training.to_dict()}
         return json.dumps(document, indent=2, sort_keys=True).encode("utf-8")
+
+
+# The package that holds the shipped models: the repository's models/ folder, installed as textgen.pretrained.
+SHIPPED_PACKAGE = "textgen.pretrained"
+
+
+def shipped_root() -> Path | None:
+    """The folder of the models shipped with textgen, or None in an installation without it."""
+    spec = importlib.util.find_spec(SHIPPED_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else None
+
+
+def shipped_models() -> dict[str, Path]:
+    """The shipped models by name (the folder's name), sorted; each holds a manifest."""
+    root = shipped_root()
+    if root is None or not root.is_dir():
+        return {}
+    return {entry.name: entry for entry in sorted(root.iterdir())
+            if entry.is_dir() and (entry / MANIFEST_FILE).is_file()}
+
+
+def locate(model) -> Path:
+    """The model directory ``model`` names: an existing path as it is, else a shipped model of that name.
+
+    Anything else is returned as a path, for the reader to refuse with the
+    names it could have been.
+    """
+    path = Path(model)
+    if path.exists() or not isinstance(model, str):
+        return path
+    return shipped_models().get(model, path)
+
+
+def is_shipped(path) -> bool:
+    """True if ``path`` is one of the models shipped with textgen (read-only: nothing is written into it)."""
+    resolved = Path(path).resolve()
+    return any(resolved == shipped.resolve() for shipped in shipped_models().values())
+
+
+def derived_output(model_path: Path, default_name: str, out) -> Path:
+    """Where a command writes what it derives from a model: ``out``, or ``default_name`` inside the model's
+    directory, which a shipped model does not allow (it is part of the installed package)."""
+    if out is not None:
+        return Path(out)
+    if is_shipped(model_path):
+        raise ModelDirError(f"{model_path.name} is a model shipped with textgen and is not written to; pass --out "
+                            f"(out= in Python) to say where the output goes. Received: out=None")
+    return Path(model_path) / default_name
 
 
 def is_model_dir(path: Path) -> bool:
@@ -323,9 +378,11 @@ def _read_json(path: Path, what: str):
 
 def read_manifest(path) -> tuple[Path, dict]:
     """Check a model directory's files against its manifest; return (dir, manifest)."""
-    path = Path(path)
+    path = locate(path)
     if not path.exists():
-        raise ModelDirError(f"no model directory there. Received: path='{path}'")
+        names = ", ".join(shipped_models()) or "none in this installation"
+        raise ModelDirError(f"no model directory there, nor a shipped model of that name (shipped: {names}). "
+                            f"Received: path='{path}'")
     if not path.is_dir():
         raise ModelDirError(f"not a directory. Received: path='{path}'")
     root = path.resolve()
@@ -403,6 +460,24 @@ def describe(path) -> dict:
     """A checked directory's settings and manifest as one JSON-ready dict (``textgen info --json``)."""
     path, manifest = read_manifest(path)
     return {"config": read_config(path), "manifest": manifest}
+
+
+def shipped_listing() -> list[dict]:
+    """Each shipped model, checked as loading checks it: name, size on disk, corpus and best validation loss."""
+    listing = []
+    for name, path in shipped_models().items():
+        _, manifest = read_manifest(path)
+        settings = read_settings(path)
+        best = _section(_section(manifest, "metrics"), "best")
+        model = settings.model
+        listing.append({
+            "name": name, "path": str(path),
+            "bytes": sum((path / file).stat().st_size for file in (*DATA_FILES, MANIFEST_FILE)),
+            "model": f"{model.layers}x{model.units} {model.cell.upper()}, {settings.tokenizer_level} "
+                     f"vocabulary {model.vocab_size}",
+            "corpus": _shown(_section(manifest, "corpus").get("description"), str),
+            "val_loss": best.get("val_loss"), "val_bits_per_char": best.get("val_bits_per_char")})
+    return listing
 
 
 def summary(path) -> str:

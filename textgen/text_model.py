@@ -9,8 +9,11 @@ a directory, checking every file first; ``textgen.training.run.train`` makes one
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Iterator, Sequence
+
+import numpy as np
 
 from textgen import model_dir
 from textgen.backend import keras
@@ -161,15 +164,15 @@ class TextModel:
     def export(self, path=None, *, overwrite: bool = False) -> Path:
         """Write a TensorFlow SavedModel that generates text by itself (see ``textgen.generation.export``).
 
-        The default path is ``saved_model`` inside the model directory. An
-        existing SavedModel there is replaced only with ``overwrite``.
+        The default path is ``saved_model`` inside the model directory (a
+        shipped model needs a path: it is read-only). An existing SavedModel
+        there is replaced only with ``overwrite``.
         """
         from textgen.generation.export import export_saved_model
 
-        if path is None:
-            if self.path is None:
-                raise ConfigError("this model has no directory yet; pass a path. Received: path=None")
-            path = Path(self.path) / model_dir.SAVED_MODEL_DIR
+        if path is None and self.path is None:
+            raise ConfigError("this model has no directory yet; pass a path. Received: path=None")
+        path = model_dir.derived_output(self.path, model_dir.SAVED_MODEL_DIR, path) if path is None else Path(path)
         return export_saved_model(self, path, overwrite=overwrite)
 
     def save(self, path, *, overwrite: bool = False, corpus: dict | None = None, metrics: dict | None = None) -> Path:
@@ -193,20 +196,38 @@ def _shaped(run: SampleRun, single: bool, include_prompt: bool, details: bool):
 
 
 def load(path) -> TextModel:
-    """Load a model directory, checking every file before use.
+    """Load a model directory, or a shipped model by name (``"shakespeare"``), checking every file before use.
 
-    The model is rebuilt from validated settings with textgen's own code and
-    the weights are read as plain float32 arrays: nothing in the directory is
-    executed or unpickled.
+    An existing path wins over a shipped model's name. The model is rebuilt
+    from validated settings with textgen's own code and the weights are read
+    as plain float32 arrays: nothing in the directory is executed or unpickled.
     """
+    files = read_model_files(path)
+    model = build_model(files.settings.model)
+    for name, variable in named_weights(model, files.settings.model).items():
+        variable.assign(files.weights[name])
+    return TextModel(model, files.settings.model, files.tokenizer, files.settings.training, files.manifest,
+                     files.path)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """A model directory's contents, checked and read, before any Keras model is built from them."""
+
+    path: Path
+    manifest: dict
+    settings: model_dir.Settings
+    tokenizer: TextTokenizer
+    weights: dict[str, np.ndarray]
+
+
+def read_model_files(path) -> ModelFiles:
+    """Check and read the model directory (or shipped model) ``path``: what ``load`` builds a model from."""
     path, manifest = model_dir.read_manifest(path)
     settings = model_dir.read_settings(path)
     tokenizer = TextTokenizer.from_json(model_dir.read_text_file(path, model_dir.TOKENIZER_FILE))
     if settings.tokenizer_level != tokenizer.level or tokenizer.vocab_size != settings.model.vocab_size:
         raise ModelDirError(f"tokenizer.json does not match config.json. "
                             f"Received: level={settings.tokenizer_level!r}, vocab_size={tokenizer.vocab_size}")
-    arrays = model_dir.decode_weights(path / model_dir.WEIGHTS_FILE, expected_shapes(settings.model))
-    model = build_model(settings.model)
-    for name, variable in named_weights(model, settings.model).items():
-        variable.assign(arrays[name])
-    return TextModel(model, settings.model, tokenizer, settings.training, manifest, path)
+    weights = model_dir.decode_weights(path / model_dir.WEIGHTS_FILE, expected_shapes(settings.model))
+    return ModelFiles(path, manifest, settings, tokenizer, weights)

@@ -19,12 +19,13 @@ from textgen.corpora import catalog
 
 
 def model_directories(ctx, param, incomplete: str) -> list[CompletionItem]:
-    """Folders whose path starts with ``incomplete`` and hold a textgen model, and such folders one level down.
+    """Folders whose path starts with ``incomplete`` and hold a textgen model, such folders one level down, and
+    the names of the shipped models.
 
-    One level down finds ``models/shakespeare`` from nothing typed, the
+    One level down finds ``models/my-shakespeare`` from nothing typed, the
     layout the docs use, without walking a whole tree on every Tab.
     """
-    from textgen.model_dir import is_model_dir
+    from textgen.model_dir import is_model_dir, shipped_models
 
     folder, separator, start = incomplete.rpartition("/")
     shown = folder + separator  # the candidates keep the folder as it was typed
@@ -35,7 +36,9 @@ def model_directories(ctx, param, incomplete: str) -> list[CompletionItem]:
         else:
             found.extend(f"{shown}{entry.name}/{inner.name}" for inner in _subfolders(entry, "")
                          if is_model_dir(inner))
-    return [CompletionItem(path) for path in sorted(found)]
+    shipped = [CompletionItem(name, help="shipped with textgen") for name in shipped_models()
+               if not separator and name.startswith(start) and not Path(name).exists()]
+    return [CompletionItem(path) for path in sorted(found)] + shipped
 
 
 def corpus_inputs(ctx, param, incomplete: str) -> list[CompletionItem]:

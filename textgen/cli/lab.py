@@ -31,7 +31,8 @@ from textgen.model.trace import QUANTITIES  # plain NumPy: --help stays fast
               help="Gate or state shown first (default: cell state, or hidden state for cells without one).")
 @click.option("--unit", type=int, help="Unit shown first (default: the one that varies most over the text).")
 @click.option("--out", "-o", type=click.Path(file_okay=False),
-              help="Folder for trace.html, trace.png and trace.json (default: MODEL_DIR/inspect).")
+              help="Folder for trace.html, trace.png and trace.json (default: MODEL_DIR/inspect; needed for a "
+                   "shipped model).")
 @click.option("--overwrite", is_flag=True, help="Replace the report files already in --out.")
 def inspect_command(model_dir, prompt, continuation, temperature, seed, layer, quantity, unit, out, overwrite):
     """See inside the model: every layer's gates and states, token by token.
@@ -44,11 +45,11 @@ def inspect_command(model_dir, prompt, continuation, temperature, seed, layer, q
         from pathlib import Path
 
         from textgen.lab.inspect import check_destination, select, write_report
-        from textgen.model_dir import INSPECT_DIR
+        from textgen.model_dir import INSPECT_DIR, derived_output
         from textgen.text_model import load
 
         model = load(model_dir)
-        out = Path(out) if out else Path(model.path) / INSPECT_DIR
+        out = derived_output(Path(model.path), INSPECT_DIR, out)
         check_destination(out, overwrite=overwrite)  # before the work, not after it
         if continuation and seed is None:
             seed = draw_seed()

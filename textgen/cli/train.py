@@ -13,10 +13,11 @@ from pathlib import Path
 
 import click
 
-from textgen.cli.completion import corpus_inputs
+from textgen.cli.completion import corpus_inputs, model_directories
 from textgen.cli.edge import library_errors
 from textgen.cli.options import ByteSize, Duration, setting_option
-from textgen.config import PRESETS, SCHEDULES, Limits, TrainConfig, apply_preset, draw_seed
+from textgen.config import (FINE_TUNE_LEARNING_RATE, LEARNING_RATE, PRESETS, SCHEDULES, Limits, TrainConfig,
+                            apply_preset, default_learning_rate, draw_seed)
 from textgen.data.corpus import ERROR_POLICIES
 from textgen.model.cells import CELL_TYPES
 from textgen.model.settings import ModelConfig
@@ -30,6 +31,9 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
 @click.option("--overwrite", is_flag=True, help="Replace an existing textgen model (or unfinished run) at --out.")
 @click.option("--resume", is_flag=True,
               help="Continue the run checkpointed in --out exactly, with its stored settings.")
+@click.option("--init-from", metavar="MODEL", shell_complete=model_directories,
+              help="Fine-tune this model (a model directory or a shipped model's name): its architecture, "
+                   "tokenizer and weights, with the corpus's new tokens added.")
 @setting_option("--checkpoint-every", settings=TrainConfig, help="Steps between checkpoints (also at every epoch end).")
 @click.option("--tokenizer", type=click.Choice(LEVELS), default=TokenizerSettings.level, show_default=True,
               help="Tokens: characters, words, or byte-pair-encoding subwords.")
@@ -58,7 +62,8 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
               help="With --resume: train this much longer than the run has trained, e.g. 10m.")
 @setting_option("--patience", settings=TrainConfig,
                 help="Stop after this many epochs without a better validation loss (0: never).")
-@setting_option("--learning-rate", settings=TrainConfig, help="Adam's learning rate (with --schedule cosine: its peak).")
+@click.option("--learning-rate", type=float, show_default=f"{LEARNING_RATE:g}; fine-tuning: {FINE_TUNE_LEARNING_RATE:g}",
+              help="Adam's learning rate (with --schedule cosine: its peak).")
 @click.option("--schedule", type=click.Choice(SCHEDULES), show_default=TrainConfig.schedule,
               help="Learning rate: constant, or cosine decay to 10% by the first limit (steps, time, epochs).")
 @setting_option("--clipnorm", settings=TrainConfig, help="Clip the gradient's global norm.")
@@ -80,14 +85,15 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run's final metrics as one JSON object on stdout, and nothing else there.")
 @click.option("--quiet", "-q", is_flag=True, help="Print no progress; warnings and errors still go to stderr.")
-def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_size, tokenizer_sample_bytes, cell,
+def train(corpus, out, overwrite, resume, init_from, checkpoint_every, tokenizer, vocab_size, tokenizer_sample_bytes, cell,
           layers, units, embedding_dim, dropout, seq_length, val_seq_length, batch_size, epochs, max_steps, max_time,
           more_steps, more_time, patience, learning_rate, schedule, clipnorm, val_fraction, preset, seed, encoding,
           errors, strategy, devices, peer_timeout, as_json, quiet):
     """Train a model on CORPUS and write it to --out.
 
     CORPUS is any number of files, folders, globs or named corpora
-    (python, tinyshakespeare); the default is the python corpus. With
+    (python, tinyshakespeare); the default is the python corpus.
+    --init-from fine-tunes a trained model on CORPUS instead. With
     --resume, CORPUS may be left out: the run's own corpus is read again and
     must be unchanged. --epochs, --max-steps and --max-time are totals for
     the whole run; --more-steps and --more-time continue a resumed run by
@@ -99,6 +105,8 @@ def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_siz
         from textgen.training.run import run_training
 
         chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
+        if learning_rate is None:
+            learning_rate = default_learning_rate(fine_tuning=init_from is not None and not resume)
         request = TrainRequest(
             out=Path(out), inputs=corpus, overwrite=overwrite, resume=resume, encoding=encoding, errors=errors,
             model=ModelConfig(cell=cell, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout),
@@ -110,7 +118,8 @@ def train(corpus, out, overwrite, resume, checkpoint_every, tokenizer, vocab_siz
             tokenizer=TokenizerSettings(tokenizer, vocab_size, tokenizer_sample_bytes),
             cluster=ClusterSettings(strategy, devices, peer_timeout),
             limits=Limits(epochs=epochs, max_steps=max_steps, max_time=max_time, more_steps=more_steps,
-                          more_time=more_time))
+                          more_time=more_time),
+            init_from=init_from)
         if quiet:  # textgen's own log lines (downloads) are progress too
             logging.getLogger("textgen").setLevel(logging.WARNING)
         model = run_training(request, quiet=quiet)

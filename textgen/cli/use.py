@@ -1,4 +1,7 @@
-"""The commands that use a trained model: ``sample``, ``evaluate``, ``export`` and ``info``.
+"""The commands that use a trained model: ``sample``, ``evaluate``, ``export``, ``info`` and ``models``.
+
+MODEL_DIR is a model directory, or the name of a model shipped with textgen
+(``textgen models`` lists them); an existing path wins over a name.
 
 Each is thin over ``textgen.text_model`` or ``textgen.model_dir``, imported
 when the command runs. Generated text goes to stdout; everything else to stderr.
@@ -89,7 +92,7 @@ def _check_combination(interactive, **options):
 @click.command()
 @click.argument("model_dir", type=click.Path(), shell_complete=model_directories)
 @click.option("--out", "-o", type=click.Path(file_okay=False),
-              help="Where to write the SavedModel (default: MODEL_DIR/saved_model); must not exist.")
+              help="Where to write the SavedModel (default: MODEL_DIR/saved_model; needed for a shipped model).")
 @click.option("--overwrite", is_flag=True, help="Replace a SavedModel already at --out.")
 def export(model_dir, out, overwrite):
     """Export a model as a TensorFlow SavedModel: prompts in, generated text out."""
@@ -136,3 +139,23 @@ def info(model_dir, as_json):
             click.echo(json.dumps(directory.describe(model_dir), indent=2, sort_keys=True))
         else:
             click.echo(directory.summary(model_dir))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def models(as_json):
+    """List the models shipped with textgen, usable by name wherever MODEL_DIR is taken."""
+    with library_errors():
+        from textgen.model_dir import shipped_listing
+
+        listing = shipped_listing()
+        if as_json:
+            click.echo(json.dumps(listing, indent=2, sort_keys=True))
+            return
+        for entry in listing:
+            loss = "not validated" if entry["val_loss"] is None else \
+                f"val loss {entry['val_loss']:.4f} nats/token ({entry['val_bits_per_char']:.3f} bits/char)"
+            click.echo(f"{entry['name']:<12} {entry['model']}, {entry['bytes'] / 1e6:.1f} MB, {loss}; "
+                       f"trained on {entry['corpus']}")
+        if not listing:
+            click.echo("no models are shipped with this installation", err=True)

@@ -17,9 +17,9 @@ import pathlib
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 
-from textgen.corpora import catalog
+from textgen.corpora import catalog, fetch
 from textgen.errors import ConfigError, CorpusError
-from textgen.files import file_sha256
+from textgen.files import bytes_sha256, file_sha256, write_atomically
 
 ERROR_POLICIES = ("strict", "replace", "ignore")
 DEFAULT_CORPUS = "python"
@@ -139,6 +139,32 @@ class Corpus:
                 if not chunk:
                     return
                 offset += len(chunk)
+
+
+def texts_file(texts: str | Sequence[str]) -> pathlib.Path:
+    """A UTF-8 file in the cache that holds ``texts`` (a string, or strings joined by newlines), to train on.
+
+    Text held in memory becomes a corpus file like any other, so a run on it
+    has the same validation split, token cache and exact resume. The file is
+    named by its content's sha256, so the same texts give the same file (a
+    resumed run finds it again) and it is written once, atomically.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    elif not isinstance(texts, Sequence) or not all(isinstance(text, str) for text in texts):
+        raise ConfigError(f"texts must be a string or a list of strings. Received: texts={type(texts).__name__}")
+    try:
+        data = "\n".join(texts).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"texts hold a character UTF-8 cannot store (a lone surrogate). "
+                          f"Received: character={exc.object[exc.start]!r}") from None
+    if not data.strip():
+        raise ConfigError(f"texts hold no text to train on. Received: texts={len(texts)} strings, {len(data)} bytes")
+    path = fetch.cache_dir() / "texts" / f"{bytes_sha256(data)}.txt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, data)
+    return path
 
 
 def open_corpus(

@@ -17,6 +17,8 @@ that both forms give the same logits for every cell.
 
 from __future__ import annotations
 
+import numpy as np
+
 from textgen.backend import keras, tf
 from textgen.model.cells import get_cell
 from textgen.model.fused_lstm import FusedLSTM
@@ -80,6 +82,35 @@ def named_weights(model: keras.Model, config: ModelConfig) -> dict[str, keras.Va
     weights["logits/kernel"] = dense.kernel
     weights["logits/bias"] = dense.bias
     return weights
+
+
+# The weights indexed by token id: embedding rows (V, E), output columns (U, V) and biases (V,). Every other
+# weight's shape is the same whatever the vocabulary.
+_TOKEN_AXES = {"embedding/embeddings": 0, "logits/kernel": 1, "logits/bias": 0}
+
+
+def grow_vocabulary(base: dict[str, np.ndarray], fresh: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Weights for a larger vocabulary: ``base``'s values, with ``fresh``'s for the tokens ``base`` lacks.
+
+    ``fresh`` are a newly built model's weights (its own initialisation) for
+    the larger vocabulary, whose first tokens are ``base``'s: every weight
+    ``base`` has keeps its exact value, token rows and columns included, and
+    only the new tokens' embedding rows and output columns come from ``fresh``.
+    """
+    grown = {}
+    for name, value in fresh.items():
+        old = base[name]
+        axis = _TOKEN_AXES.get(name)
+        if axis is None or old.shape == value.shape:
+            if old.shape != value.shape:
+                raise ValueError(f"grow_vocabulary needs the same architecture. Received: {name}={old.shape}")
+            grown[name] = old.copy()
+            continue
+        grown[name] = np.array(value, copy=True)
+        index = [slice(None)] * value.ndim
+        index[axis] = slice(0, old.shape[axis])
+        grown[name][tuple(index)] = old
+    return grown
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:

@@ -17,6 +17,7 @@ are ``textgen.tokenization.rules``.
 """
 
 import collections
+import dataclasses
 import itertools
 import json
 import re
@@ -54,6 +55,29 @@ _SHOWN_UNKNOWNS = 20
 
 class UnknownTokenWarning(UserWarning):
     """A prompt contains characters or words that the tokenizer never saw."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Extension:
+    """What ``TextTokenizer.extended`` added for a corpus, measured on the text it read.
+
+    ``added`` are the new tokens, whose ids follow the old ones; ``added_share``
+    is the part of the text's tokens they stand for (each was [UNK] before),
+    and ``unknown_share`` the part still unknown (beyond the vocabulary's limit).
+    """
+
+    added: tuple[str, ...]
+    added_share: float
+    unknown_share: float
+
+    def describe(self) -> str:
+        """One line for the run's log."""
+        shown = ", ".join(repr(token) for token in self.added[:_SHOWN_UNKNOWNS])
+        if len(self.added) > _SHOWN_UNKNOWNS:
+            shown += f" and {len(self.added) - _SHOWN_UNKNOWNS} more"
+        line = (f"{len(self.added)} new tokens ({shown}), {self.added_share:.3%} of the corpus" if self.added
+                else "no new tokens: the base model's vocabulary covers the corpus")
+        return line + (f"; {self.unknown_share:.3%} stays unknown" if self.unknown_share else "")
 
 
 class TextTokenizer:
@@ -164,6 +188,31 @@ class TextTokenizer:
     def load(cls, path) -> "TextTokenizer":
         """Read a tokenizer file written by :meth:`save`."""
         return cls.from_json(read_tokenizer_json(path))
+
+    def extended(self, chunks: Iterable[str], max_vocab: int) -> tuple["TextTokenizer", Extension]:
+        """This tokenizer with what it does not know in ``chunks`` added as new tokens, and what was added.
+
+        Every existing token keeps its id; the parts of the text that became
+        [UNK] (characters; whole words at the word level) get new ids after the
+        old ones, the most frequent first, until the vocabulary has
+        ``max_vocab`` tokens. Text that encoded before encodes to the same ids.
+        """
+        unknown, tokens = collections.Counter(), 0
+        for batch in _batched(_safe_pieces(chunks, cut_anywhere=False), _BATCH_CHARS):
+            for text, encoding in zip(batch, self._encode_batch(batch, with_offsets=True)):
+                tokens += len(encoding.ids)
+                unknown.update(text[start:end] for token_id, (start, end) in zip(encoding.ids, encoding.offsets)
+                               if token_id == UNK_ID)
+        room = max(check_vocab_size(max_vocab) - self.vocab_size, 0)
+        added = tuple(token for token, _ in unknown.most_common(room))
+        data = json.loads(self.to_json())
+        vocab = data["model"]["vocab"]
+        for token in added:
+            vocab[token] = len(vocab)
+        covered = sum(unknown[token] for token in added)
+        share = (lambda count: count / tokens if tokens else 0.0)
+        return (TextTokenizer.from_json(json.dumps(data)),
+                Extension(added, share(covered), share(sum(unknown.values()) - covered)))
 
     def encode(self, text: str) -> np.ndarray:
         """The int32 ids of ``text``; anything unknown silently becomes [UNK]."""
@@ -307,6 +356,19 @@ def _whole_pieces(excerpt: str) -> str:
         if start == first.end() + 1:
             return excerpt
         tail *= 4
+
+
+def _batched(pieces: Iterable[str], batch_chars: int) -> Iterator[list[str]]:
+    """Pieces gathered into lists of about ``batch_chars`` characters."""
+    batch, size = [], 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= batch_chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def _safe_pieces(chunks: Iterable[str], cut_anywhere: bool) -> Iterator[str]:

@@ -5,6 +5,9 @@
 
 * fresh: the request's settings; the tokenizer is learned from the corpus, and
   nothing is restored. The destination is checked before any work.
+* fine-tuning (a fresh run with ``init_from``): the base model's architecture,
+  tokenizer and weights (``BaseModel``), with the request's training settings;
+  the run adds what the new corpus needs to the vocabulary.
 * resumed: the settings, tokenizer, corpus and every variable of the newest
   checkpoint in ``out``; limits given now (``textgen.config.Limits``: new
   totals, or increments from where the run stands) replace the stored ones.
@@ -29,7 +32,9 @@ import numpy as np
 from textgen import model_dir
 from textgen.config import Limits, TrainConfig, fail
 from textgen.errors import ConfigError, CorpusError, ModelDirError
+from textgen.files import file_sha256
 from textgen.model.settings import ModelConfig
+from textgen.text_model import ModelFiles, read_model_files
 from textgen.tokenization.rules import TokenizerSettings
 from textgen.tokenization.tokenizer import TextTokenizer
 from textgen.training.loop import LoopState
@@ -58,8 +63,18 @@ class TrainRequest:
     resume: bool = False
     cluster: ClusterSettings = ClusterSettings()
     limits: Limits = Limits()
+    init_from: str | None = None  # a model directory or a shipped model's name: fine-tune it
 
     def __post_init__(self):
+        if self.init_from is not None:
+            if not isinstance(self.init_from, (str, Path)):
+                fail("init_from must be a model directory or a shipped model's name", "init_from", self.init_from)
+            if self.resume:
+                fail("init_from starts a new run from a trained model; resume continues a run, which knows its "
+                     "own start", "init_from", str(self.init_from))
+            if self.cluster.strategy == "multiworker":
+                fail("fine-tuning trains on one host (default or mirrored strategy)", "strategy",
+                     self.cluster.strategy)
         if self.resume:
             return
         for name, value in self.limits.increments.items():
@@ -91,6 +106,7 @@ class RunPlan:
     corpus_sha256: str | None = None
     loop: dict | None = None
     arrays: dict[str, np.ndarray] | None = None
+    base: "BaseModel | None" = None  # a fine-tuning run's starting model
 
     def check_corpus(self, sha256: str) -> None:
         """Refuse a corpus other than the one a resumed or followed run was trained on."""
@@ -103,6 +119,54 @@ class RunPlan:
         return {"model_config": model.to_dict(), "train_config": self.training.to_dict(),
                 "corpus": {**corpus, "inputs": resolved(self.inputs), "encoding": self.encoding,
                            "errors": self.errors, "tokenizer_sample_bytes": self.tokenizer_settings.sample_bytes}}
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseModel:
+    """The trained model a fine-tuning run starts from, read and checked, and how the run records it."""
+
+    files: ModelFiles
+    record: dict  # TrainConfig.init_from: the model's name or path, and its manifest's sha256
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        return self.files.tokenizer
+
+
+# How many tokens a fine-tuning run may add to its base's vocabulary when no vocab_size bounds it.
+NEW_TOKENS_LIMIT = 1024
+
+# The architecture comes from the base model: these settings shape its weights.
+_ARCHITECTURE = ("cell", "layers", "units", "embedding_dim")
+
+
+def _fine_tuning(request: TrainRequest) -> RunPlan:
+    """A fresh run that starts from the trained model ``request.init_from``, with its architecture and tokenizer.
+
+    Settings that would change the base's weights' shapes or its tokenizer's
+    level are refused when given with a value other than the base's (a value
+    left at its default is taken from the base); dropout may change.
+    """
+    files = read_model_files(model_dir.locate(str(request.init_from)))
+    if request.out.resolve() == files.path.resolve():
+        fail("fine-tuning writes a new model; --out must not be the model it starts from", "out", str(request.out))
+    base_model, defaults = files.settings.model, ModelConfig()
+    for name in _ARCHITECTURE:
+        given, own = getattr(request.model, name), getattr(base_model, name)
+        if given != getattr(defaults, name) and given != own:
+            fail(f"{name} comes from the model being fine-tuned ({own}); leave it out", name, given)
+    level = files.settings.tokenizer_level
+    if request.tokenizer.level != TokenizerSettings.level and request.tokenizer.level != level:
+        fail(f"the tokenizer comes from the model being fine-tuned ({level}); leave it out", "tokenizer",
+             request.tokenizer.level)
+    dropout = request.model.dropout if request.model.dropout != defaults.dropout else base_model.dropout
+    shipped = model_dir.is_shipped(files.path)
+    record = {"model": files.path.name if shipped else str(files.path.resolve()),
+              "manifest_sha256": file_sha256(files.path / model_dir.MANIFEST_FILE)}
+    training = dataclasses.replace(request.limits.applied_to(request.training), init_from=record)
+    model = dataclasses.replace(base_model, dropout=dropout, vocab_size=None)
+    return RunPlan("fresh", model, training, list(request.inputs), request.encoding, request.errors,
+                   dataclasses.replace(request.tokenizer, level=level), base=BaseModel(files, record))
 
 
 def plan_run(request: TrainRequest, *, cluster, checkpoints, progress) -> RunPlan:
@@ -130,6 +194,11 @@ def plan_run(request: TrainRequest, *, cluster, checkpoints, progress) -> RunPla
         return plan
     model_dir.check_destination(request.out, overwrite=request.overwrite)
     model_dir.check_writable(request.out)
+    if request.init_from is not None:
+        plan = _fine_tuning(request)
+        progress.message(f"fine-tuning {plan.base.record['model']} (manifest sha256 "
+                         f"{plan.base.record['manifest_sha256'][:12]}...)")
+        return plan
     return RunPlan("fresh", request.model, request.limits.applied_to(request.training), list(request.inputs),
                    request.encoding, request.errors, request.tokenizer)
 

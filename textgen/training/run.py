@@ -16,12 +16,13 @@ from typing import Sequence
 
 from textgen import model_dir
 from textgen.backend import keras
-from textgen.config import Limits, TrainConfig, apply_preset, draw_seed, parse_duration, parse_size
-from textgen.data.corpus import open_corpus
+from textgen.config import (Limits, TrainConfig, apply_preset, default_learning_rate, draw_seed, parse_duration,
+                            parse_size)
+from textgen.data.corpus import open_corpus, texts_file
 from textgen.data.token_cache import open_token_cache
 from textgen.data.windows import TrainWindows, split_ids
-from textgen.errors import TrainingError
-from textgen.model.network import build_model
+from textgen.errors import ConfigError, TrainingError
+from textgen.model.network import build_model, grow_vocabulary, named_weights
 from textgen.model.settings import ModelConfig
 from textgen.text_model import TextModel, load
 from textgen.tokenization.rules import SAMPLE_BYTES, TokenizerSettings
@@ -29,21 +30,22 @@ from textgen.tokenization.tokenizer import TextTokenizer
 from textgen.training.checkpoints import CheckpointManager
 from textgen.training.distributed import start_cluster
 from textgen.training.loop import Trainer
-from textgen.training.plan import TrainRequest, plan_run
+from textgen.training.plan import NEW_TOKENS_LIMIT, TrainRequest, plan_run
 from textgen.training.progress import Progress
 from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, ClusterSettings
 
 _M, _T = ModelConfig, TrainConfig  # defaults are read from the settings classes, the one place they live
 
 
-def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "char", vocab_size: int | None = None,
+def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequence[str] | None = None,
+          init_from: str | None = None, tokenizer: str = "char", vocab_size: int | None = None,
           tokenizer_sample_bytes: int | str = SAMPLE_BYTES,
           cell: str = _M.cell, layers: int = _M.layers, units: int = _M.units, embedding_dim: int = _M.embedding_dim,
           dropout: float = _M.dropout, seq_length: int = _T.seq_length, val_seq_length: int | None = None,
           batch_size: int = _T.batch_size,
           epochs: int | None = None, max_steps: int | None = None, max_time: float | str | None = None,
           more_steps: int | None = None, more_time: float | str | None = None, patience: int = _T.patience,
-          learning_rate: float = _T.learning_rate, schedule: str | None = None,
+          learning_rate: float | None = None, schedule: str | None = None,
           clipnorm: float = _T.clipnorm, val_fraction: float = _T.val_fraction, seed: int | None = None,
           checkpoint_every: int | None = _T.checkpoint_every, encoding: str = "utf-8", errors: str = "strict",
           overwrite: bool = False, resume: bool = False, log=None, quiet: bool = False,
@@ -88,12 +90,32 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
     command line takes, read by the same parsers (``textgen.config``).
     ``patience=0`` never stops early.
 
+    ``texts`` (a string, or a list of strings joined by newlines) trains on
+    text held in memory instead of ``corpus``: it is written once to a file in
+    the cache named by its sha256 (``textgen.data.corpus.texts_file``) and read
+    like any corpus file, with the same validation split and exact resume.
+
+    ``init_from`` fine-tunes a trained model (a model directory, or a shipped
+    model's name such as ``"shakespeare"``): the run keeps its architecture,
+    tokenizer and weights, adds the tokens of the corpus that its vocabulary
+    lacks as new embedding rows and output columns (every existing one keeps
+    its values), and records the model and its manifest's sha256 in the
+    settings. Settings that would change the weights' shapes are refused.
+    ``learning_rate`` defaults to ``textgen.config.LEARNING_RATE`` from
+    scratch and to ``FINE_TUNE_LEARNING_RATE`` when fine-tuning.
+
     ``preset`` names a recipe from ``textgen.config.PRESETS`` (``"budget"``:
     cosine ``schedule`` and 256-token validation windows) whose settings apply
     where ``schedule`` and ``val_seq_length`` are left at None; without one,
     the learning rate is constant and validation windows are ``seq_length``
     tokens long.
     """
+    if texts is not None:
+        if corpus is not None:
+            raise ConfigError(f"give corpus or texts, not both. Received: corpus={corpus!r}")
+        corpus = str(texts_file(texts))
+    if learning_rate is None:
+        learning_rate = default_learning_rate(fine_tuning=init_from is not None and not resume)
     chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
     durations = {name: parse_duration(value, name) for name, value in (("max_time", max_time),
                                                                        ("more_time", more_time)) if value is not None}
@@ -109,7 +131,7 @@ def train(corpus: str | Sequence[str] | None = None, *, out, tokenizer: str = "c
                                     parse_size(tokenizer_sample_bytes, "tokenizer_sample_bytes")),
         encoding=encoding, errors=errors, overwrite=overwrite, resume=resume,
         cluster=ClusterSettings(strategy, devices, parse_duration(peer_timeout, "peer_timeout")),
-        limits=Limits(epochs=epochs, max_steps=max_steps, more_steps=more_steps, **durations))
+        limits=Limits(epochs=epochs, max_steps=max_steps, more_steps=more_steps, **durations), init_from=init_from)
     return run_training(request, log=log, quiet=quiet)
 
 
@@ -141,7 +163,13 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> Te
     progress.message(f"corpus: {source.description}, {source.total_bytes:,} bytes")
     corpus_sha256 = source.sha256()
     plan.check_corpus(corpus_sha256)
-    tokenizer = plan.tokenizer or _learn_tokenizer(source, plan.tokenizer_settings, progress)
+    extension = None
+    if plan.base is not None and plan.tokenizer is None:
+        tokenizer, extension = _extend_tokenizer(plan.base.tokenizer, source, plan.tokenizer_settings)
+        progress.message(f"vocabulary: {plan.base.tokenizer.vocab_size} tokens from the base model, "
+                         f"{extension.describe()}")
+    else:
+        tokenizer = plan.tokenizer or _learn_tokenizer(source, plan.tokenizer_settings, progress)
     config = plan.model.with_vocab(tokenizer.vocab_size)
     if cluster is not None and not follower:  # the other workers are waiting in ``plan_run`` for this
         cluster.share_plan({**plan.record(config, {"sha256": corpus_sha256}), "loop": plan.loop,
@@ -161,6 +189,8 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> Te
     corpus_info = {"description": source.description, "files": len(source.files), "bytes": source.total_bytes,
                    "sha256": corpus_sha256, "tokens": int(len(ids)),
                    "tokenizer_sample_bytes": plan.tokenizer_settings.sample_bytes}
+    if extension is not None:
+        corpus_info["new_tokens"] = {"count": len(extension.added), "share": round(extension.added_share, 6)}
     record, tokenizer_json = plan.record(config, corpus_info), tokenizer.to_json()
 
     def save_checkpoint(trainer: Trainer) -> None:
@@ -172,6 +202,11 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> Te
     if plan.loop is not None:
         trainer.restore(plan.arrays, plan.loop)
     else:
+        if plan.base is not None:  # the base's weights; only the new tokens keep this model's initialisation
+            variables = named_weights(model, config)
+            grown = grow_vocabulary(plan.base.files.weights, {name: v.numpy() for name, v in variables.items()})
+            for name, variable in variables.items():
+                variable.assign(grown[name])
         checkpoints.remove_all()  # a fresh run (with --overwrite) starts without the old run's bundles
     checkpoints.clean_leftovers()
     result = trainer.fit(windows, val_ids)
@@ -201,6 +236,17 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> Te
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt
     return text_model
+
+
+def _extend_tokenizer(base: TextTokenizer, source, settings: TokenizerSettings):
+    """The base model's tokenizer with what the corpus (or an evenly spread sample of it) needs added.
+
+    The vocabulary grows to ``settings.vocab_size`` tokens at most, or by
+    NEW_TOKENS_LIMIT when that is not given.
+    """
+    chunks = source.iter_text() if source.total_bytes <= settings.sample_bytes else \
+        source.iter_sample(settings.sample_bytes)
+    return base.extended(chunks, settings.vocab_size or base.vocab_size + NEW_TOKENS_LIMIT)
 
 
 def _learn_tokenizer(source, settings: TokenizerSettings, progress) -> TextTokenizer:
