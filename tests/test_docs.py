@@ -262,6 +262,8 @@ for command, options in SHRINK:
         given = {{arg.split("=", 1)[0] for arg in args}}
         if "--more-steps" in given:  # an increment stands for the step limit; both together are refused
             given.add("--max-steps")
+        if "--init-from" in given:  # a fine-tuned model has its base's architecture
+            given.update(("--layers", "--units", "--embedding-dim"))
         for option, value in options.items():
             if option not in given:
                 args += [option] if value is None else [option, value]
@@ -278,8 +280,11 @@ _train = _textgen.train
 def _tiny_train(*args, **kwargs):
     """textgen.train, shrunk by the docs tests: the tiny settings an example does not set itself."""
     for key, value in {tiny!r}.items():
-        if not (key == "max_steps" and "more_steps" in kwargs):  # an increment stands for the step limit
-            kwargs.setdefault(key, value)
+        if key == "max_steps" and "more_steps" in kwargs:  # an increment stands for the step limit
+            continue
+        if key in ("layers", "units", "embedding_dim") and kwargs.get("init_from"):  # the base's architecture
+            continue
+        kwargs.setdefault(key, value)
     return _train(*args, **kwargs)
 
 

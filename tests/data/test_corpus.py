@@ -313,3 +313,15 @@ def test_a_named_pipe_is_named_as_such_not_missing(tmp_path, as_glob):
     with pytest.raises(CorpusError, match=r"is a named pipe \(FIFO\), not a regular file or folder.*"
                                           r"Received: input='.*stream\.txt'$"):
         open_corpus([str(tmp_path / "*.txt") if as_glob else str(fifo)])
+
+
+def test_the_runs_own_output_folder_is_never_read_as_a_corpus(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "python").mkdir()  # the --out of `textgen train python --out python`, made before the corpus is read
+    (tmp_path / "python" / "notes.txt").write_text("not the corpus\n")
+    assert open_corpus("python").description == "python"  # without output=, the folder wins as any path does
+    named = open_corpus("python", output="python")
+    assert named.description.startswith("python (") and named.total_bytes > 1_000_000
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(CorpusError, match="the folder the run writes its model to, not a corpus"):
+        open_corpus("mine", output=tmp_path / "mine")

@@ -172,13 +172,16 @@ def open_corpus(
     *,
     encoding: str = "utf-8",
     errors: str = "strict",
+    output: str | os.PathLike[str] | None = None,
 ) -> Corpus:
     """Resolve files, folders, glob patterns and corpus names to a ``Corpus``.
 
     ``inputs`` None or empty means the default named corpus, ``"python"``.
     Each input is tried as, in order: an existing file, an existing folder
     (its text files, recursively), a name from ``textgen.catalog.names()``,
-    a glob pattern. A file reached twice is read once.
+    a glob pattern. A file reached twice is read once. ``output``, the folder
+    a training run writes, is never read as a folder of text: ``textgen train
+    python --out python`` trains on the named corpus.
     """
     nul_marks_binary = _check_text_options(encoding, errors)
     if inputs is None or isinstance(inputs, (str, os.PathLike)):
@@ -187,8 +190,9 @@ def open_corpus(
     texts = [os.fspath(item) for item in inputs] or [DEFAULT_CORPUS]
 
     files: dict[pathlib.Path, None] = {}  # an ordered set keyed by resolved path
+    skipped = pathlib.Path(output).resolve() if output is not None else None
     for text in texts:
-        for path in _resolve_input(text, nul_marks_binary):
+        for path in _resolve_input(text, nul_marks_binary, skipped):
             files.setdefault(path.resolve(), None)
 
     if len(texts) == 1:
@@ -202,7 +206,7 @@ def open_corpus(
     return corpus
 
 
-def _resolve_input(text: str, nul_marks_binary: bool) -> list[pathlib.Path]:
+def _resolve_input(text: str, nul_marks_binary: bool, skipped: pathlib.Path | None = None) -> list[pathlib.Path]:
     if not text:
         # pathlib reads "" as ".", which would quietly read the working folder.
         raise CorpusError("a corpus input is an empty string. Received: input=''")
@@ -212,14 +216,16 @@ def _resolve_input(text: str, nul_marks_binary: bool) -> list[pathlib.Path]:
     if path.is_file():
         _refuse_binary(path, nul_marks_binary)
         return [path]
-    if path.is_dir():
+    if path.is_dir() and path.resolve() != skipped:
         return _text_files_in_folder(path, nul_marks_binary)
-    if path.exists():
+    if path.exists() and not path.is_dir():
         raise _not_a_file_error(path)
     if text in catalog.names():
         return catalog.corpus_files(text)
     if _GLOB_CHARACTERS.intersection(text):
         return _glob_matches(text, nul_marks_binary)
+    if path.exists():
+        raise CorpusError(f"this is the folder the run writes its model to, not a corpus. Received: input={text!r}")
     raise CorpusError(
         "no such file, folder, glob match or named corpus "
         f"(named corpora: {', '.join(catalog.names())}). Received: input={text!r}"

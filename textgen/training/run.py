@@ -159,7 +159,7 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> Te
     if cluster is not None:
         cluster.check_batch_size(plan.training.batch_size)
 
-    source = open_corpus(plan.inputs, encoding=plan.encoding, errors=plan.errors)
+    source = open_corpus(plan.inputs, encoding=plan.encoding, errors=plan.errors, output=request.out)
     progress.message(f"corpus: {source.description}, {source.total_bytes:,} bytes")
     corpus_sha256 = source.sha256()
     plan.check_corpus(corpus_sha256)
