@@ -26,7 +26,9 @@ def shipped(tmp_path, tiny_model_dir, monkeypatch):
     root = tmp_path / "pretrained"
     root.mkdir()
     shutil.copytree(tiny_model_dir, root / "bard", ignore=shutil.ignore_patterns(model_dir.CHECKPOINTS_DIR))
+    (root / "bard" / model_dir.RECIPE_FILE).write_text("how bard was made\n")
     (root / "README.md").write_text("not a model\n")
+    shutil.copytree(tiny_model_dir, root / "my-own")  # a user's model trained into the same folder
     monkeypatch.setattr(model_dir, "shipped_root", lambda: root)
     work = tmp_path / "work"
     work.mkdir()
@@ -74,6 +76,7 @@ def test_nothing_is_written_into_a_shipped_model(shipped, tmp_path):
     with pytest.raises(ModelDirError, match="pass --out"):
         textgen.load("bard").export()
     assert sorted(path.name for path in (shipped / "bard").iterdir()) == before
+    assert not model_dir.is_shipped(shipped / "my-own")  # a user's model beside them is written as any other
     exported = runner.invoke(cli, ["export", "bard", "--out", str(tmp_path / "served")])
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "served" / "saved_model.pb").is_file()
@@ -125,7 +128,7 @@ def test_each_real_shipped_model_is_installed_intact_and_samples(name):
     path, manifest = model_dir.read_manifest(name)  # verifies every file's sha256
     assert path == models[name]
     assert not (path / model_dir.CHECKPOINTS_DIR).exists()
-    assert (path / "RECIPE.md").is_file()
+    assert (path / model_dir.RECIPE_FILE).is_file()
     size = sum((path / file).stat().st_size for file in (*model_dir.DATA_FILES, model_dir.MANIFEST_FILE))
     assert size < 16 * 1024 * 1024
     model = textgen.load(name)

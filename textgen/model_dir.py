@@ -82,6 +82,9 @@ class Settings:
 
 # The package that holds the shipped models: the repository's models/ folder, installed as textgen.pretrained.
 SHIPPED_PACKAGE = "textgen.pretrained"
+# Beside a shipped model's files: how it was made. It marks the folder as shipped, so that a
+# user's own models trained into the same folder (models/ in a source checkout) are not.
+RECIPE_FILE = "RECIPE.md"
 
 
 def shipped_root() -> Path | None:
@@ -92,12 +95,12 @@ def shipped_root() -> Path | None:
 
 
 def shipped_models() -> dict[str, Path]:
-    """The shipped models by name (the folder's name), sorted; each holds a manifest."""
+    """The shipped models by name (the folder's name), sorted; each holds a manifest and its recipe."""
     root = shipped_root()
     if root is None or not root.is_dir():
         return {}
     return {entry.name: entry for entry in sorted(root.iterdir())
-            if entry.is_dir() and (entry / MANIFEST_FILE).is_file()}
+            if entry.is_dir() and (entry / MANIFEST_FILE).is_file() and (entry / RECIPE_FILE).is_file()}
 
 
 def locate(model) -> Path:
