@@ -36,23 +36,29 @@ def test_readme_opens_with_the_main_job_and_the_test_command():
     assert "pip install -e ." in blocks[0].body and "textgen train" in blocks[0].body
     assert "textgen sample" in blocks[0].body
     assert blocks[1].body.strip() == 'pip install -e ".[test]" && pytest -q'
-    # What the main job prints comes next, in an output block.
-    assert blocks[2].info == "output"
+    # What the main job prints comes next, in output blocks: the shipped model's sample, then the run's.
+    assert blocks[2].info == "output" and blocks[3].info == "output"
 
 
 def test_quick_start_trains_on_the_default_corpus_and_samples(tmp_path):
     blocks = readme_blocks()
     commands = textgen_commands(blocks[0].body)
-    assert [c[1] for c in commands] == ["train", "sample"]
-    train, sample = commands
+    assert [c[1] for c in commands] == ["sample", "train", "sample"]
+    shipped, train, sample = commands
     # A token cache of its own, so the run writes it as the README's first run does.
     env = {**os.environ, "TEXTGEN_CACHE_DIR": str(tmp_path / ".cache" / "textgen")}
+    # Right after the install, before anything is trained: a model that ships with textgen.
+    assert shipped[2] == "shakespeare" and not (tmp_path / "shakespeare").exists()
+    first = run(shipped[1:], tmp_path, env)
+    shipped_prompt = shipped[shipped.index("--prompt") + 1]
+    assert first.stdout.startswith(shipped_prompt) and len(first.stdout) == len(shipped_prompt) + 200 + 1
+    assert blocks[2].body.startswith(shipped_prompt)
     trained = run(train[1:] + TINY, tmp_path, env)
     assert "corpus: python" in trained.stderr and "bits/char" in trained.stderr
     sampled = run(sample[1:], tmp_path, env)
     prompt = sample[sample.index("--prompt") + 1]
     assert sampled.stdout.startswith(prompt) and len(sampled.stdout) > len(prompt) + 100
-    shown = blocks[2].body.splitlines()
+    shown = blocks[3].body.splitlines()
     check_output(shown, sampled.stdout, trained.stderr + sampled.stderr, "README.md, what the main job prints")
     assert any(line.startswith(prompt) for line in shown), "the README shows the sample"
     loaded = subprocess.run(

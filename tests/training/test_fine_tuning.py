@@ -144,6 +144,9 @@ def test_fine_tuning_refuses_resume_its_own_base_and_a_missing_model(tiny_model_
         textgen.train(str(new_corpus), out=tiny_model_dir, init_from=str(tiny_model_dir), overwrite=True,
                       max_steps=1, quiet=True)
     assert textgen.load(tiny_model_dir)  # untouched
+    with pytest.raises(ConfigError, match="fine-tuning trains on one host"):
+        textgen.train(str(new_corpus), out=tmp_path / "w", init_from=str(tiny_model_dir), strategy="multiworker",
+                      max_steps=1, quiet=True)
     with pytest.raises(textgen.errors.ModelDirError, match="nor a shipped model of that name"):
         textgen.train(str(new_corpus), out=tmp_path / "m", init_from="no-such-model", max_steps=1, quiet=True)
 
