@@ -505,6 +505,11 @@ def summary(path) -> str:
         f"{_shown(metrics.get('seconds'), float)}s, {_shown(metrics.get('tokens_per_second'), float)} tokens/s, "
         f"stopped by {_shown(metrics.get('stop_reason'), str)}",
     ]
+    if training.init_from is not None:
+        new_tokens = _section(corpus, "new_tokens")
+        lines.append(f"fine-tuned from {training.init_from['model']} (manifest sha256 "
+                     f"{training.init_from['manifest_sha256'][:12]}...), {_shown(new_tokens.get('count'), int)} "
+                     f"new tokens")
     if best:
         lines.append(f"best       val loss {_shown(best.get('val_loss'), float, '.4f')} nats/token, "
                      f"{_shown(best.get('val_bits_per_char'), float, '.4f')} bits/char "

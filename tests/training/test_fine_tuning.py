@@ -14,6 +14,7 @@ from textgen.config import FINE_TUNE_LEARNING_RATE, LEARNING_RATE
 from textgen.errors import ConfigError
 from textgen.files import file_sha256
 from textgen.model.network import grow_vocabulary, named_weights
+from textgen.model_dir import summary
 from textgen.training import loop
 
 from conftest import TINY_TEXT
@@ -99,6 +100,10 @@ def test_fine_tuning_starts_from_the_base_weights_and_adds_the_new_characters(ti
     assert new_tokens["count"] == len(added) and new_tokens["share"] == pytest.approx(share, abs=1e-6)
     line = next(line for line in log if line.startswith("vocabulary:"))
     assert f"{len(added)} new tokens" in line and f"{share:.3%} of the corpus" in line
+    described = summary(tmp_path / "tuned")
+    assert f"fine-tuned from {tiny_model_dir.resolve()} (manifest sha256 " \
+           f"{config['training']['init_from']['manifest_sha256'][:12]}...), {len(added)} new tokens" in described
+    assert "fine-tuned" not in summary(tiny_model_dir)
 
 
 class _Lines:
