@@ -45,6 +45,12 @@ _CHUNK_SIGNATURE = [
 ]
 
 
+# Only ``sample`` is written with Python control flow for autograph to convert. Everything else is
+# written in TensorFlow's own (tf.while_loop, tf.where), and is kept out of autograph's reach
+# (autograph=False, do_not_convert): converting it, and the model's step beneath it, again for
+# each trace is pure Python work paid before the first token of every process.
+
+
 class Generator(tf.Module):
     """The generation loop over a model's single-step form.
 
@@ -98,6 +104,7 @@ class Generator(tf.Module):
         _, logits, states = tf.while_loop(lambda t, *_: t < width, body, (0, logits, states))
         return logits, tf.stack(states)
 
+    @tf.autograph.experimental.do_not_convert
     def _draw_steps(self, logits, states, start, count, temperature, top_k, top_p, seed, compiled=False):
         """Sample tokens start..start+count-1 (count <= DRAW_CHUNK) with no string work.
 
@@ -125,14 +132,14 @@ class Generator(tf.Module):
                                                          (0, logits, states, drawn, scores))
         return drawn, scores, logits, tf.stack(states)
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def _draw_compiled(self, logits, states, start, count, temperature, top_k, top_p, seed):
         """``_draw_steps`` under XLA, whose loop costs far less per step for a few rows but more
         for many (BENCHMARKS.md has the figures), so only batches up to XLA_MAX_BATCH rows take it."""
         return self._draw_steps(logits, states, start, count, temperature, top_k, top_p, seed, compiled=True)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
-                                  tf.TensorSpec([None], tf.int32, name="prompt_row_lengths")])
+                                  tf.TensorSpec([None], tf.int32, name="prompt_row_lengths")], autograph=False)
     def warm(self, prompt_values, prompt_row_lengths):
         """Run the prompts through the model from the zero state: -> logits (B, V), states (S, B, U).
 
@@ -148,7 +155,7 @@ class Generator(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
                                   tf.TensorSpec([None], tf.int32, name="prompt_row_lengths"),
                                   tf.TensorSpec([None, None], tf.float32, name="logits"),
-                                  tf.TensorSpec([None, None, None], tf.float32, name="states")])
+                                  tf.TensorSpec([None, None, None], tf.float32, name="states")], autograph=False)
     def read_on(self, prompt_values, prompt_row_lengths, logits, states):
         """Run more text through the model from the logits (B, V) and states (S, B, U) an earlier call left.
 
@@ -226,7 +233,8 @@ class Generator(tf.Module):
         return logits, states, tf.fill([batch], ""), tf.zeros([batch], tf.bool), tf.fill([batch], length)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
-                                  tf.TensorSpec([None], tf.int32, name="prompt_row_lengths"), *SAMPLING_SPECS])
+                                  tf.TensorSpec([None], tf.int32, name="prompt_row_lengths"), *SAMPLING_SPECS],
+                 autograph=False)
     def generate(self, prompt_values, prompt_row_lengths, length, temperature, top_k, top_p, seed, stop):
         """The whole job in one graph call, as the SavedModel serves it: -> new ids (B, T), tokens kept (B,)."""
         logits, states, tails, done, produced = self.begin(prompt_values, prompt_row_lengths, length)

@@ -78,6 +78,7 @@ def log_probability(logits, ids):
     return tf.gather(tf.nn.log_softmax(logits, axis=-1), tf.convert_to_tensor(ids, tf.int32), batch_dims=1)
 
 
+@tf.autograph.experimental.do_not_convert
 def stop_alternatives(stop):
     """A regex alternation matching any of the non-empty stop strings literally."""
     stop = tf.boolean_mask(stop, tf.strings.length(stop) > 0)
