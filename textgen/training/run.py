@@ -225,8 +225,9 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool, watch
     text_model = TextModel(model, config, tokenizer, plan.training)
     watch = None
     if not follower and (watch_config != WatchConfig() or callbacks):
+        # Samples were asked for: they are shown even with ``quiet``, which silences progress only.
         watch = Watch(watch_config, callbacks, text_model=text_model, seed=plan.training.seed,
-                      message=progress.message,
+                      message=progress.message if progress.stream is not None else _line_writer(log or sys.stderr),
                       first_step=LoopState.from_dict(plan.loop).steps if plan.loop is not None else 0)
     trainer = Trainer(model, config, plan.training, tokenizer.token_lengths(), progress, save_checkpoint,
                       cluster=cluster, watch=watch)
@@ -270,6 +271,13 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool, watch
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt
     return text_model
+
+
+def _line_writer(stream):
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+    return write
 
 
 def _extend_tokenizer(base: TextTokenizer, source, settings: TokenizerSettings):
