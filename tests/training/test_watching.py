@@ -16,6 +16,7 @@ from textgen.cli.main import cli
 from textgen.config import WatchConfig
 from textgen.errors import ConfigError
 from textgen.training import tensorboard
+from textgen.training.loop import CURVE_EVERY, CURVE_POINTS, LoopState, Trainer
 from textgen.training.watch import METRIC_KEYS
 
 # About 7 steps an epoch on the tiny corpus, so a few validations in a few seconds; dropout on, so
@@ -198,3 +199,20 @@ def test_kill_9_of_a_watched_run_resumes_bitwise_with_events_once_per_step(tiny_
     assert [value for _, value in scalars[tensorboard.TRAIN_LOSS]] == \
         pytest.approx([p["loss"] for p in metrics["train_curve"]], rel=1e-6)
     assert [step for step, _ in scalars[tensorboard.VAL_LOSS]] == [r["step"] for r in metrics["history"]]
+
+
+def test_a_long_training_curve_is_thinned_and_keeps_its_mean_losses():
+    trainer = Trainer.__new__(Trainer)  # only the curve's bookkeeping is exercised
+    trainer.state, trainer.watch = LoopState(), None
+    trainer._seconds_before, trainer._session_start = 0.0, time.monotonic()
+    losses = np.arange(1, 2 * CURVE_POINTS * CURVE_EVERY + 1, dtype=float)
+    for loss in losses:
+        trainer.state.steps += 1
+        trainer.state.curve_losses.append(float(loss))
+        if len(trainer.state.curve_losses) >= trainer.state.curve_every:
+            trainer._add_curve_point()
+    curve = trainer.state.curve
+    assert len(curve) == CURVE_POINTS and trainer.state.curve_every == 2 * CURVE_EVERY
+    every = 2 * CURVE_EVERY
+    assert [p["step"] for p in curve] == list(range(every, len(losses) + 1, every))
+    assert [p["loss"] for p in curve] == pytest.approx([losses[i:i + every].mean() for i in range(0, len(losses), every)])
