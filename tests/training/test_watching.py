@@ -68,7 +68,7 @@ def test_samples_are_shown_even_with_quiet(tiny_corpus, tmp_path):
                                       "--sample-length", "10", "--quiet"])
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
-    assert [line for line in result.stderr.splitlines() if not line.startswith("  ")] == \
+    assert [line for line in result.stderr.splitlines() if line and not line.startswith("  ")] == \
         ["sample at step 7, temperature 0:"]
 
 

@@ -87,8 +87,8 @@ class Watch:
             text = self.text_model.generate("", length=self.config.sample_length, temperature=temperature,
                                             seed=self.seed, include_prompt=False)
             self.message(f"sample at step {step}, temperature {temperature:g}:")
-            for line in text.splitlines() or [""]:
-                self.message(f"  {line}")
+            for line in text.strip("\n").splitlines():  # indented under its heading; blank lines left blank
+                self.message(f"  {line}" if line.strip() else "")
 
     def close(self) -> None:
         if self.events is not None:
