@@ -131,6 +131,11 @@ def test_watch_settings_are_checked_before_any_work(tiny_corpus, tmp_path):
     assert not (tmp_path / "m").exists()
     result = CliRunner().invoke(cli, ["train", str(tiny_corpus), "--out", str(tmp_path / "m"), "--sample-every", "0"])
     assert result.exit_code == 2 and "Received: sample_every=0" in result.stderr
+    for temperatures in ("0.5,-1", "warm"):
+        result = CliRunner().invoke(cli, ["train", str(tiny_corpus), "--out", str(tmp_path / "m"),
+                                          "--sample-every", "1", "--sample-temperatures", temperatures])
+        assert result.exit_code == 2 and "Received: " in result.stderr and result.stderr.count("\n") <= 3
+    assert not (tmp_path / "m").exists()
 
 
 def test_tensorboard_reads_the_runs_losses_learning_rate_and_throughput(tiny_corpus, tmp_path):
