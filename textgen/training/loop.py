@@ -182,8 +182,8 @@ class Trainer:
 
         Stops on ``epochs``, ``max_steps``, ``max_time``, ``patience`` epochs
         without a better validation loss (``LoopState.stop_reason``), a watch's
-        callback returning False (``"callback"``, after that validation's
-        checkpoint), or Ctrl-C (``stop_reason`` says which). Every epoch, whole or cut short by a
+        callback returning False (``"callback"``, once that validation is
+        checkpointed), or Ctrl-C (``stop_reason`` says which). Every epoch, whole or cut short by a
         limit, ends with a validation and a checkpoint. A run resumed where a
         limit already holds returns at once: no step, no validation, no
         checkpoint. A non-finite loss raises ``TrainingError``.
@@ -198,8 +198,15 @@ class Trainer:
                 stop_reason = self._train_epoch(windows)
                 self._validate(val_ids, st.step_in_epoch / max(windows.steps_in_epoch(st.epoch), 1))
                 self._close_finished_epoch(windows)
+                # Watched before the checkpoint: a crash in between repeats this validation on resume, and its
+                # events with it, rather than losing them. A callback's error still leaves the checkpoint.
+                try:
+                    go_on = self._watched()
+                except Exception:
+                    self._save_checkpoint()
+                    raise
                 self._save_checkpoint()
-                if not self._watched():
+                if not go_on:
                     stop_reason = "callback"
                 stop_reason = stop_reason or st.stop_reason(cfg, self._decision_seconds())
         except KeyboardInterrupt:
