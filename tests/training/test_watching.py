@@ -222,3 +222,35 @@ def test_a_long_training_curve_is_thinned_and_keeps_its_mean_losses():
     every = 2 * CURVE_EVERY
     assert [p["step"] for p in curve] == list(range(every, len(losses) + 1, every))
     assert [p["loss"] for p in curve] == pytest.approx([losses[i:i + every].mean() for i in range(0, len(losses), every)])
+
+
+# Each worker of a multiworker run calls this script alike; only the chief may watch.
+WATCHED_WORKER = """
+import json, sys, textgen
+out, board, corpus, settings = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+calls = []
+def stop_at_second(metrics):
+    calls.append(metrics["step"])
+    return len(calls) < 2
+textgen.train(corpus, out=out, strategy="multiworker", peer_timeout=120, sample_every=1, sample_length=10,
+              tensorboard=board, callbacks=[stop_at_second], **settings)
+print(json.dumps({"calls": calls}), file=sys.stderr)  # the test keeps stderr alone
+"""
+
+
+def test_in_a_multiworker_run_only_the_chief_watches_and_every_worker_stops_with_it(tiny_corpus, tmp_path):
+    from test_distributed import run_all, tf_configs
+
+    settings = json.dumps({**SMALL, "max_steps": 100})
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    commands = [[sys.executable, "-c", WATCHED_WORKER, str(tmp_path / f"out{i}"), str(tmp_path / f"tb{i}"),
+                 str(tiny_corpus), settings] for i in range(2)]
+    codes = run_all(commands, [{"TF_CONFIG": config} for config in tf_configs(2)], [open(log, "wb") for log in logs])
+    texts = [log.read_text() for log in logs]
+    assert codes == [0, 0], texts  # a worker that went on alone would wait for its peer until the bound
+    calls = [json.loads(text.strip().splitlines()[-1])["calls"] for text in texts]
+    assert len(calls[0]) == 2 and calls[1] == []
+    assert "sample at step" in texts[0] and "sample at step" not in texts[1]
+    assert (tmp_path / "tb0").is_dir() and not (tmp_path / "tb1").exists()
+    metrics = textgen.load(tmp_path / "out0").manifest["metrics"]
+    assert metrics["stop_reason"] == "callback" and metrics["steps"] == calls[0][1]
