@@ -97,8 +97,8 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
 def train(corpus, out, overwrite, resume, init_from, checkpoint_every, tokenizer, vocab_size, tokenizer_sample_bytes, cell,
           layers, units, embedding_dim, dropout, seq_length, val_seq_length, batch_size, epochs, max_steps, max_time,
           more_steps, more_time, patience, learning_rate, schedule, clipnorm, val_fraction, preset, seed, encoding,
-          errors, strategy, devices, peer_timeout, sample_every, sample_temperatures, sample_length, tensorboard, as_json,
-          quiet):
+          errors, strategy, devices, peer_timeout, sample_every, sample_temperatures, sample_length, tensorboard,
+          as_json, quiet):
     """Train a model on CORPUS and write it to --out.
 
     CORPUS is any number of files, folders, globs or named corpora

@@ -183,10 +183,11 @@ class Trainer:
         Stops on ``epochs``, ``max_steps``, ``max_time``, ``patience`` epochs
         without a better validation loss (``LoopState.stop_reason``), a watch's
         callback returning False (``"callback"``, once that validation is
-        checkpointed), or Ctrl-C (``stop_reason`` says which). Every epoch, whole or cut short by a
-        limit, ends with a validation and a checkpoint. A run resumed where a
-        limit already holds returns at once: no step, no validation, no
-        checkpoint. A non-finite loss raises ``TrainingError``.
+        checkpointed), or Ctrl-C (``stop_reason`` says which). Every epoch,
+        whole or cut short by a limit, ends with a validation and a
+        checkpoint. A run resumed where a limit already holds returns at once:
+        no step, no validation, no checkpoint. A non-finite loss raises
+        ``TrainingError``.
         """
         cfg, st = self.config, self.state
         self._session_start, self._seconds_before = time.monotonic(), st.seconds

@@ -117,16 +117,17 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
     resumed run may add or drop any of it): ``sample_every`` N prints, at
     every N-th validation, a sample of ``sample_length`` tokens from the
     model being trained at each of ``sample_temperatures``, to ``log``
-    (default stderr; with ``quiet`` too), seeded with the run's seed. ``tensorboard`` is a folder for
-    TensorBoard event files: training and validation loss, learning rate
-    and tokens/s. ``callbacks`` is a list of callables, each called at every
-    validation with a dict of ``textgen.training.watch.METRIC_KEYS`` (step,
-    epoch, train_loss, val_loss, val_bits_per_char, learning_rate,
-    tokens_per_second, seconds); one that returns False stops the run after
-    that validation, which is then saved like any other (stop reason
-    ``"callback"``). An exception a callback raises propagates once the
-    run is checkpointed there, and ``resume=True`` continues from it. In a multiworker
-    run only the chief samples, writes events and calls callbacks.
+    (default stderr; with ``quiet`` too), seeded with the run's seed.
+    ``tensorboard`` is a folder for TensorBoard event files: training and
+    validation loss, learning rate and tokens/s. ``callbacks`` is a list of
+    callables, each called at every validation with a dict of
+    ``textgen.training.watch.METRIC_KEYS`` (step, epoch, train_loss,
+    val_loss, val_bits_per_char, learning_rate, tokens_per_second,
+    seconds); one that returns False stops the run after that validation,
+    which is then saved like any other (stop reason ``"callback"``). An
+    exception a callback raises propagates once the run is checkpointed
+    there, and ``resume=True`` continues from it. In a multiworker run only
+    the chief samples, writes events and calls callbacks.
     """
     watch = WatchConfig(sample_every=sample_every, sample_temperatures=sample_temperatures,
                         sample_length=sample_length, tensorboard=tensorboard)
