@@ -159,6 +159,16 @@ def test_tensorboard_reads_the_runs_losses_learning_rate_and_throughput(tiny_cor
     assert [value for _, value in scalars[tensorboard.LEARNING_RATE]] == pytest.approx([4e-3] * len(validation))
 
 
+def test_a_tensorboard_folder_that_cannot_be_written_is_one_error_line(tiny_corpus, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    result = CliRunner().invoke(cli, ["train", str(tiny_corpus), "--out", str(tmp_path / "m"), *SMALL_OPTIONS,
+                                      "--max-steps", "7", "--tensorboard", str(tmp_path / "file" / "tb")])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert errors == [f"Error: cannot write TensorBoard events there: Not a directory. "
+                      f"Received: tensorboard='{tmp_path / 'file' / 'tb'}'"]
+
+
 def test_a_restarted_writer_replaces_the_steps_it_repeats(tmp_path):
     first = tensorboard.EventWriter(tmp_path, first_step=1)
     for step in range(1, 11):

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from textgen.backend import tf
+from textgen.errors import TrainingError
 
 # The tags written, one per quantity.
 TRAIN_LOSS = "loss/train"
@@ -29,9 +30,14 @@ class EventWriter:
 
     def __init__(self, folder, first_step: int):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        _write_restart(self.folder, first_step)
-        self._writer = tf.summary.create_file_writer(str(self.folder))
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _write_restart(self.folder, first_step)
+            self._writer = tf.summary.create_file_writer(str(self.folder))
+        except (OSError, tf.errors.OpError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "message", None) or str(exc)
+            raise TrainingError(f"cannot write TensorBoard events there: {reason}. "
+                                f"Received: tensorboard='{folder}'") from None
 
     def scalars(self, step: int, values: dict[str, float | None]) -> None:
         """Record each value (None: skipped) under its tag at ``step``, and flush them to disk.
