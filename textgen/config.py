@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 import re
 import secrets
 from typing import Any
@@ -306,3 +307,49 @@ class SampleConfig:
         check_int("num_samples", self.num_samples, 1, MAX_SAMPLES)
         if self.seed is not None:
             check_int("seed", self.seed, 0, SEED_MAX)
+
+
+# What a watched run prints at a validation: samples of this many tokens, at these temperatures.
+SAMPLE_LENGTH = 200
+SAMPLE_TEMPERATURES = (0.5, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchConfig:
+    """How a training run is watched while it trains; none of it changes what the run computes.
+
+    ``sample_every`` N prints samples of ``sample_length`` tokens at every
+    N-th validation, one per temperature of ``sample_temperatures`` (None:
+    no samples); ``tensorboard`` is a folder for TensorBoard event files
+    (None: none written). Not part of a run's stored settings: a resumed run
+    may add or drop any of it.
+    """
+
+    sample_every: int | None = None
+    sample_temperatures: tuple[float, ...] = SAMPLE_TEMPERATURES
+    sample_length: int = SAMPLE_LENGTH
+    tensorboard: str | None = None
+
+    def __post_init__(self):
+        if self.sample_every is not None:
+            check_int("sample_every", self.sample_every, 1, 10**9)
+        if isinstance(self.sample_temperatures, (str, bytes)) or \
+                not isinstance(self.sample_temperatures, (list, tuple)) or not self.sample_temperatures:
+            fail("sample_temperatures must be a non-empty list of numbers", "sample_temperatures",
+                 self.sample_temperatures)
+        for temperature in self.sample_temperatures:
+            if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
+                    not math.isfinite(temperature) or temperature < 0:
+                fail("sample_temperatures must be finite numbers >= 0 (0 means greedy)", "sample_temperatures",
+                     self.sample_temperatures)
+        object.__setattr__(self, "sample_temperatures", tuple(float(t) for t in self.sample_temperatures))
+        check_int("sample_length", self.sample_length, 1, MAX_LENGTH)
+        if self.tensorboard is not None:
+            if not isinstance(self.tensorboard, (str, os.PathLike)) or not str(self.tensorboard):
+                fail("tensorboard must be a folder's path", "tensorboard", self.tensorboard)
+            object.__setattr__(self, "tensorboard", str(self.tensorboard))
+
+    @property
+    def samples(self) -> bool:
+        """Whether this run prints samples."""
+        return self.sample_every is not None

@@ -57,3 +57,7 @@ class ExperimentError(TextgenError):
 
 class SampleFileError(TextgenError):
     """A prompt file cannot be read, or a sample's output file cannot be written (it exists, its folder does not)."""
+
+
+class PlotError(TextgenError):
+    """A plot cannot be drawn or written (the file exists, matplotlib is missing, a model has no curve)."""

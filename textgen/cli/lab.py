@@ -1,7 +1,7 @@
-"""The lab commands of ``textgen``: ``inspect``, ``explain`` and ``experiment memory``.
+"""The lab commands of ``textgen``: ``inspect``, ``explain``, ``plot`` and ``experiment memory``.
 
-These look inside a trained model or compare the recurrent cells, rather than
-train, sample or export. Like every command they are thin over the library
+These look inside a trained model, plot how models learned, or compare the
+recurrent cells, rather than train, sample or export. Like every command they are thin over the library
 (``textgen.lab``) and import it only when they run.
 """
 
@@ -94,6 +94,24 @@ def explain(model_dir, prompt, position, layer, unit, as_json):
             click.echo(json.dumps(dataclasses.asdict(explanation), sort_keys=True))
         else:
             click.echo(render(explanation))
+
+
+@click.command()
+@click.argument("model_dirs", nargs=-1, required=True, type=click.Path(), metavar="MODEL_DIR...",
+                shell_complete=model_directories)
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The PNG file to write.")
+@click.option("--overwrite", is_flag=True, help="Replace the file at --out.")
+def plot(model_dirs, out, overwrite):
+    """Plot the learning curves of one or more models into a PNG.
+
+    Two panels: training and validation loss against steps, and against
+    wall-clock time; one colour per model.
+    """
+    with library_errors():
+        from textgen.lab.curves import plot_curves, read_curves
+
+        curves = [read_curves(path) for path in model_dirs]
+        click.echo(f"wrote {plot_curves(curves, out, overwrite=overwrite)}", err=True)
 
 
 @click.group()

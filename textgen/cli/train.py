@@ -15,9 +15,10 @@ import click
 
 from textgen.cli.completion import corpus_inputs, model_directories
 from textgen.cli.edge import library_errors
-from textgen.cli.options import ByteSize, Duration, setting_option
-from textgen.config import (FINE_TUNE_LEARNING_RATE, LEARNING_RATE, PRESETS, SCHEDULES, Limits, TrainConfig,
-                            apply_preset, default_learning_rate, draw_seed)
+from textgen.cli.options import ByteSize, CommaList, Duration, setting_option
+from textgen.config import (FINE_TUNE_LEARNING_RATE, LEARNING_RATE, PRESETS, SAMPLE_LENGTH, SAMPLE_TEMPERATURES,
+                            SCHEDULES, Limits, TrainConfig, WatchConfig, apply_preset, default_learning_rate,
+                            draw_seed)
 from textgen.data.corpus import ERROR_POLICIES
 from textgen.model.cells import CELL_TYPES
 from textgen.model.settings import ModelConfig
@@ -82,13 +83,22 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
 @click.option("--peer-timeout", type=Duration(), default=f"{DEFAULT_PEER_TIMEOUT:g}s", show_default=True,
               help="multiworker: how long to wait for the other workers to start and for each step's "
                    "all-reduce.")
+@click.option("--sample-every", type=int, metavar="N",
+              help="At every N-th validation, print samples of the model being trained to stderr.")
+@click.option("--sample-temperatures", type=CommaList(float), default=",".join(f"{t:g}" for t in SAMPLE_TEMPERATURES),
+              show_default=True, help="With --sample-every: one sample at each of these temperatures.")
+@click.option("--sample-length", type=int, default=SAMPLE_LENGTH, show_default=True,
+              help="With --sample-every: tokens per sample.")
+@click.option("--tensorboard", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write TensorBoard event files to DIR: training and validation loss, learning rate, tokens/s.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run's final metrics as one JSON object on stdout, and nothing else there.")
 @click.option("--quiet", "-q", is_flag=True, help="Print no progress; warnings and errors still go to stderr.")
 def train(corpus, out, overwrite, resume, init_from, checkpoint_every, tokenizer, vocab_size, tokenizer_sample_bytes, cell,
           layers, units, embedding_dim, dropout, seq_length, val_seq_length, batch_size, epochs, max_steps, max_time,
           more_steps, more_time, patience, learning_rate, schedule, clipnorm, val_fraction, preset, seed, encoding,
-          errors, strategy, devices, peer_timeout, as_json, quiet):
+          errors, strategy, devices, peer_timeout, sample_every, sample_temperatures, sample_length, tensorboard,
+          as_json, quiet):
     """Train a model on CORPUS and write it to --out.
 
     CORPUS is any number of files, folders, globs or named corpora
@@ -97,8 +107,10 @@ def train(corpus, out, overwrite, resume, init_from, checkpoint_every, tokenizer
     --resume, CORPUS may be left out: the run's own corpus is read again and
     must be unchanged. --epochs, --max-steps and --max-time are totals for
     the whole run; --more-steps and --more-time continue a resumed run by
-    that much. Progress goes to stderr; with --json, the final metrics go to
-    stdout.
+    that much. Progress goes to stderr, and so do the samples of
+    --sample-every; with --json, the final metrics go to stdout. Watching a
+    run (--sample-every, --tensorboard) never changes what it trains, and a
+    resumed run may add or drop it.
     """
     with library_errors():
         from textgen.training.plan import TrainRequest
@@ -122,6 +134,8 @@ def train(corpus, out, overwrite, resume, init_from, checkpoint_every, tokenizer
             init_from=init_from)
         if quiet:  # textgen's own log lines (downloads) are progress too
             logging.getLogger("textgen").setLevel(logging.WARNING)
-        model = run_training(request, quiet=quiet)
+        watch = WatchConfig(sample_every=sample_every, sample_temperatures=sample_temperatures,
+                            sample_length=sample_length, tensorboard=tensorboard)
+        model = run_training(request, quiet=quiet, watch=watch)
         if as_json:
             click.echo(json.dumps(model.manifest.get("metrics", {}), sort_keys=True))

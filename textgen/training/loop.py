@@ -27,6 +27,11 @@ from textgen.training.progress import Progress
 
 # The training loss shown is the mean of this many latest steps.
 _SHOWN_LOSS_STEPS = 50
+# The training-loss curve kept in the metrics: one point per CURVE_EVERY steps (the mean loss of those
+# steps) until it holds 2 x CURVE_POINTS points; then each two neighbours become one and the steps per
+# point double, so a run of any length keeps between CURVE_POINTS and 2 x CURVE_POINTS points.
+CURVE_EVERY = 25
+CURVE_POINTS = 250
 
 
 @dataclasses.dataclass
@@ -39,11 +44,12 @@ class TrainResult:
     tokens: int
     seconds: float
     stop_reason: str
-    validation_seconds: float = 0.0
+    validation_seconds: float = 0.0  # validating and watching (samples, events, callbacks)
+    curve: list = dataclasses.field(default_factory=list)
 
     @property
     def tokens_per_second(self) -> float:
-        """Training throughput, validation time excluded."""
+        """Training throughput, the time spent validating and watching excluded."""
         training_seconds = self.seconds - self.validation_seconds
         return self.tokens / training_seconds if training_seconds > 0 else 0.0
 
@@ -57,11 +63,16 @@ class LoopState:
     steps: int = 0
     tokens: int = 0
     seconds: float = 0.0  # wall time spent so far, over all sessions
-    validation_seconds: float = 0.0
+    validation_seconds: float = 0.0  # validating and watching (samples, events, callbacks)
     best: dict | None = None
     epochs_without_gain: int = 0
     history: list = dataclasses.field(default_factory=list)
     epoch_losses: list = dataclasses.field(default_factory=list)
+    # The training-loss curve: points {"step", "seconds", "loss"}, each the mean loss of ``curve_every``
+    # steps, and the losses of the steps since the last point.
+    curve: list = dataclasses.field(default_factory=list)
+    curve_every: int = CURVE_EVERY
+    curve_losses: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,11 +111,16 @@ class Trainer:
     training stops; ``state_arrays`` and ``state`` are what it should save.
     ``cluster`` (a ``textgen.training.distributed.Cluster``, whose scope the
     model was built in) trains over its replicas; without one, one device trains.
+    ``watch`` (a ``textgen.training.watch.Watch``, given to the chief only)
+    is told every point of the training-loss curve and every validation, and
+    may stop the run (``stop_reason`` "callback").
     """
 
     def __init__(self, model: keras.Model, model_config: ModelConfig, config: TrainConfig,
-                 token_lengths: np.ndarray, progress: Progress | None = None, checkpoint=None, cluster=None):
+                 token_lengths: np.ndarray, progress: Progress | None = None, checkpoint=None, cluster=None,
+                 watch=None):
         self.model = model
+        self.watch = watch
         self.model_config = model_config
         self.config = config
         self.progress = progress or Progress(stream=None)
@@ -165,11 +181,13 @@ class Trainer:
         """Train from ``self.state`` until a stopping rule fires; leave the best weights in the model.
 
         Stops on ``epochs``, ``max_steps``, ``max_time``, ``patience`` epochs
-        without a better validation loss (``LoopState.stop_reason``), or Ctrl-C
-        (``stop_reason`` says which). Every epoch, whole or cut short by a
-        limit, ends with a validation and a checkpoint. A run resumed where a
-        limit already holds returns at once: no step, no validation, no
-        checkpoint. A non-finite loss raises ``TrainingError``.
+        without a better validation loss (``LoopState.stop_reason``), a watch's
+        callback returning False (``"callback"``, once that validation is
+        checkpointed), or Ctrl-C (``stop_reason`` says which). Every epoch,
+        whole or cut short by a limit, ends with a validation and a
+        checkpoint. A run resumed where a limit already holds returns at once:
+        no step, no validation, no checkpoint. A non-finite loss raises
+        ``TrainingError``.
         """
         cfg, st = self.config, self.state
         self._session_start, self._seconds_before = time.monotonic(), st.seconds
@@ -181,7 +199,16 @@ class Trainer:
                 stop_reason = self._train_epoch(windows)
                 self._validate(val_ids, st.step_in_epoch / max(windows.steps_in_epoch(st.epoch), 1))
                 self._close_finished_epoch(windows)
+                # Watched before the checkpoint: a crash in between repeats this validation on resume, and its
+                # events with it, rather than losing them. A callback's error still leaves the checkpoint.
+                try:
+                    go_on = self._watched()
+                except Exception:
+                    self._save_checkpoint()
+                    raise
                 self._save_checkpoint()
+                if not go_on:
+                    stop_reason = "callback"
                 stop_reason = stop_reason or st.stop_reason(cfg, self._decision_seconds())
         except KeyboardInterrupt:
             stop_reason = "interrupted"
@@ -190,7 +217,29 @@ class Trainer:
         st.seconds = self._elapsed()
         if self.best_weights is not None:
             self._restore_weights(self.best_weights)
-        return TrainResult(st.history, st.best, st.steps, st.tokens, st.seconds, stop_reason, st.validation_seconds)
+        return TrainResult(st.history, st.best, st.steps, st.tokens, st.seconds, stop_reason, st.validation_seconds,
+                           st.curve)
+
+    def _watched(self) -> bool:
+        """Tell the watch about the latest validation; False if it asks the run to stop.
+
+        In a cluster only the chief has a watch, and every worker takes its answer.
+        """
+        go_on = True
+        if self.watch is not None:
+            began = time.monotonic()
+            now = self._elapsed()
+            metrics = {**{key: self.state.history[-1][key] for key in ("step", "epoch", "train_loss", "val_loss",
+                                                                        "val_bits_per_char", "learning_rate")},
+                       "tokens_per_second": self.state.tokens / max(now - self.state.validation_seconds, 1e-9),
+                       "seconds": now}
+            try:
+                go_on = self.watch.validated(metrics)
+            finally:
+                self.state.validation_seconds += time.monotonic() - began
+        if self.cluster is not None:
+            go_on = self.cluster.agree([1.0 if go_on else 0.0])[0] > 0.5
+        return go_on
 
     def _close_finished_epoch(self, windows: TrainWindows) -> None:
         """Move on to the next epoch once every step of this one has run and been validated.
@@ -247,6 +296,24 @@ class Trainer:
         st.step_in_epoch += 1
         st.tokens += cfg.batch_size * cfg.seq_length
         st.epoch_losses.append(loss)
+        st.curve_losses.append(loss)
+        if len(st.curve_losses) >= st.curve_every:
+            self._add_curve_point()
+
+    def _add_curve_point(self) -> None:
+        """Turn the losses since the last point into a point of the curve, and thin a curve grown too long."""
+        st = self.state
+        point = {"step": st.steps, "seconds": round(self._elapsed(), 2), "loss": float(np.mean(st.curve_losses))}
+        st.curve.append(point)
+        st.curve_losses = []
+        if len(st.curve) >= 2 * CURVE_POINTS:  # each pair of neighbours, equal in steps, becomes one point
+            st.curve = [{"step": b["step"], "seconds": b["seconds"], "loss": (a["loss"] + b["loss"]) / 2}
+                        for a, b in zip(st.curve[::2], st.curve[1::2])]
+            st.curve_every *= 2
+        if self.watch is not None:
+            began = time.monotonic()
+            self.watch.curve_point(point)
+            st.validation_seconds += time.monotonic() - began
 
     def _validate(self, val_ids, epoch_fraction: float) -> None:
         """Measure the validation loss, record it, and keep the weights if they are the best so far."""

@@ -16,8 +16,8 @@ from typing import Sequence
 
 from textgen import model_dir
 from textgen.backend import keras
-from textgen.config import (Limits, TrainConfig, apply_preset, default_learning_rate, draw_seed, parse_duration,
-                            parse_size)
+from textgen.config import (SAMPLE_LENGTH, SAMPLE_TEMPERATURES, Limits, TrainConfig, WatchConfig, apply_preset,
+                            default_learning_rate, draw_seed, parse_duration, parse_size)
 from textgen.data.corpus import open_corpus, texts_file
 from textgen.data.token_cache import open_token_cache
 from textgen.data.windows import TrainWindows, split_ids
@@ -29,10 +29,11 @@ from textgen.tokenization.rules import SAMPLE_BYTES, TokenizerSettings
 from textgen.tokenization.tokenizer import TextTokenizer
 from textgen.training.checkpoints import CheckpointManager
 from textgen.training.distributed import start_cluster
-from textgen.training.loop import Trainer
+from textgen.training.loop import LoopState, Trainer
 from textgen.training.plan import NEW_TOKENS_LIMIT, TrainRequest, plan_run
 from textgen.training.progress import Progress
 from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, ClusterSettings
+from textgen.training.watch import Watch, check_callbacks
 
 _M, _T = ModelConfig, TrainConfig  # defaults are read from the settings classes, the one place they live
 
@@ -50,7 +51,9 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
           checkpoint_every: int | None = _T.checkpoint_every, encoding: str = "utf-8", errors: str = "strict",
           overwrite: bool = False, resume: bool = False, log=None, quiet: bool = False,
           strategy: str = "default", devices: int | None = None,
-          peer_timeout: float | str = DEFAULT_PEER_TIMEOUT, preset: str | None = None) -> TextModel:
+          peer_timeout: float | str = DEFAULT_PEER_TIMEOUT, preset: str | None = None,
+          sample_every: int | None = None, sample_temperatures: Sequence[float] = SAMPLE_TEMPERATURES,
+          sample_length: int = SAMPLE_LENGTH, tensorboard: str | None = None, callbacks=None) -> TextModel:
     """Train a model on a corpus and write it to the directory ``out``.
 
     ``corpus`` is a path, folder, glob or named corpus, or a list of them
@@ -109,7 +112,26 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
     where ``schedule`` and ``val_seq_length`` are left at None; without one,
     the learning rate is constant and validation windows are ``seq_length``
     tokens long.
+
+    Watching the run (none of it changes the weights it trains, and a
+    resumed run may add or drop any of it): ``sample_every`` N prints, at
+    every N-th validation, a sample of ``sample_length`` tokens from the
+    model being trained at each of ``sample_temperatures``, to ``log``
+    (default stderr; with ``quiet`` too), seeded with the run's seed.
+    ``tensorboard`` is a folder for TensorBoard event files: training and
+    validation loss, learning rate and tokens/s. ``callbacks`` is a list of
+    callables, each called at every validation with a dict of
+    ``textgen.training.watch.METRIC_KEYS`` (step, epoch, train_loss,
+    val_loss, val_bits_per_char, learning_rate, tokens_per_second,
+    seconds); one that returns False stops the run after that validation,
+    which is then saved like any other (stop reason ``"callback"``). An
+    exception a callback raises propagates once the run is checkpointed
+    there, and ``resume=True`` continues from it. In a multiworker run only
+    the chief samples, writes events and calls callbacks.
     """
+    watch = WatchConfig(sample_every=sample_every, sample_temperatures=sample_temperatures,
+                        sample_length=sample_length, tensorboard=tensorboard)
+    callbacks = check_callbacks(callbacks)
     if texts is not None:
         if corpus is not None:
             raise ConfigError(f"give corpus or texts, not both. Received: corpus={corpus!r}")
@@ -132,23 +154,27 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
         encoding=encoding, errors=errors, overwrite=overwrite, resume=resume,
         cluster=ClusterSettings(strategy, devices, parse_duration(peer_timeout, "peer_timeout")),
         limits=Limits(epochs=epochs, max_steps=max_steps, more_steps=more_steps, **durations), init_from=init_from)
-    return run_training(request, log=log, quiet=quiet)
+    return run_training(request, log=log, quiet=quiet, watch=watch, callbacks=callbacks)
 
 
-def run_training(request: TrainRequest, *, log=None, quiet: bool = False) -> TextModel:
+def run_training(request: TrainRequest, *, log=None, quiet: bool = False, watch: WatchConfig | None = None,
+                 callbacks=()) -> TextModel:
     """Run the training ``request`` asks for and return the trained model (see ``train``).
 
-    The model directory is held for this run alone while it trains; a follower
-    writes only to its scratch folder and holds nothing.
+    ``watch`` and ``callbacks`` watch the run (see ``train``); they are not
+    part of the request, whose settings a resumed run reads back. The model
+    directory is held for this run alone while it trains; a follower writes
+    only to its scratch folder and holds nothing.
     """
     # First: a strategy's devices and collectives are fixed before TensorFlow runs anything.
     cluster = start_cluster(request.cluster)
     follower = cluster is not None and not cluster.is_chief
     with contextlib.nullcontext() if follower else model_dir.writing(request.out):
-        return _run(request, cluster, follower, log, quiet)
+        return _run(request, cluster, follower, log, quiet, watch or WatchConfig(), tuple(callbacks))
 
 
-def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> TextModel:
+def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool, watch_config: WatchConfig,
+         callbacks: tuple) -> TextModel:
     stream = None if quiet else (log or sys.stderr)
     progress = Progress(stream=cluster.progress_stream(stream) if cluster else stream)
     # A follower's checkpoints are thrown away at the end; one bundle at a time is enough.
@@ -197,8 +223,15 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> Te
         checkpoints.save(trainer.state.steps, trainer.state_arrays(), {**record, "loop": trainer.state.to_dict()},
                          tokenizer_json)
 
+    text_model = TextModel(model, config, tokenizer, plan.training)
+    watch = None
+    if not follower and (watch_config != WatchConfig() or callbacks):
+        # Samples were asked for: they are shown even with ``quiet``, which silences progress only.
+        watch = Watch(watch_config, callbacks, text_model=text_model, seed=plan.training.seed,
+                      message=progress.message if progress.stream is not None else _line_writer(log or sys.stderr),
+                      first_step=LoopState.from_dict(plan.loop).steps if plan.loop is not None else 0)
     trainer = Trainer(model, config, plan.training, tokenizer.token_lengths(), progress, save_checkpoint,
-                      cluster=cluster)
+                      cluster=cluster, watch=watch)
     if plan.loop is not None:
         trainer.restore(plan.arrays, plan.loop)
     else:
@@ -209,7 +242,11 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> Te
                 variable.assign(grown[name])
         checkpoints.remove_all()  # a fresh run (with --overwrite) starts without the old run's bundles
     checkpoints.clean_leftovers()
-    result = trainer.fit(windows, val_ids)
+    try:
+        result = trainer.fit(windows, val_ids)
+    finally:
+        if watch is not None:
+            watch.close()
     if result.steps == 0:
         if result.stop_reason == "interrupted":
             raise KeyboardInterrupt
@@ -217,10 +254,9 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> Te
 
     # Interrupted before the first validation, the model keeps its latest
     # weights: unmeasured work is still work the user should not lose.
-    text_model = TextModel(model, config, tokenizer, plan.training)
     metrics = {"best": result.best, "history": result.history, "steps": result.steps, "tokens": result.tokens,
                "seconds": round(result.seconds, 2), "tokens_per_second": round(result.tokens_per_second, 1),
-               "stop_reason": result.stop_reason}
+               "stop_reason": result.stop_reason, "train_curve": result.curve}
     path = text_model.save(cluster.scratch_dir() / "model" if follower else request.out, overwrite=True,
                            corpus=corpus_info, metrics=metrics)
     if follower:  # written like the chief's, then thrown away: only the chief's model is kept
@@ -236,6 +272,13 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool) -> Te
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt
     return text_model
+
+
+def _line_writer(stream):
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+    return write
 
 
 def _extend_tokenizer(base: TextTokenizer, source, settings: TokenizerSettings):
