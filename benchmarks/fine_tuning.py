@@ -2,22 +2,24 @@
 
     python benchmarks/fine_tuning.py --base shakespeare --corpus kjv.txt        # the figures in BENCHMARKS.md
     python benchmarks/fine_tuning.py --base python --corpus textgen-source
-    python benchmarks/fine_tuning.py --base models/tiny --corpus my.txt --minutes 0.2 --marks 0.1,0.2  # smoke
+    python benchmarks/fine_tuning.py --base models/tiny --corpus my.txt --marks 0.1,0.2  # smoke
 
-Two ``textgen train`` commands run at the same time on the same corpus, each
-with ``--max-time``, so that both see the same machine:
+Two streams of ``textgen train`` commands run at the same time on the same
+corpus, so that both see the same machine:
 
-* scratch: a new model with the settings a user would pick for a time budget
-  (the defaults and ``--preset budget``, or ``--scratch-args``);
-* fine-tune: ``--init-from BASE`` with textgen's fine-tuning defaults (or
-  ``--fine-args``).
+* scratch: one new model trained for the last mark's time, with the settings
+  a user would pick for a time budget (the defaults and ``--preset budget``,
+  or ``--scratch-args``); its loss at each earlier mark is the best of the
+  validations it had made by then (one at each epoch's end);
+* fine-tune: ``--init-from BASE``, one run per mark, one after another, each
+  stopped by ``--max-time`` at that mark (textgen's fine-tuning defaults and
+  ``--preset budget``, or ``--fine-args``), so each is what a user gets who
+  fine-tunes for that long.
 
 Both validate on the same held-out text (the last 10% of the corpus) in
-windows of ``--val-seq-length`` tokens, so their losses compare. For each mark
-(minutes of training) the table gives the best validation loss a run had
-reached by then, from the validations recorded in its manifest (one at each
-epoch's end, and one when the time limit stops the run). ``textgen-source`` as the corpus stands for textgen's own
-Python files, gathered into one file.
+windows of ``--val-seq-length`` tokens, so their losses compare.
+``textgen-source`` as the corpus stands for textgen's own Python files,
+gathered into one file.
 """
 
 from __future__ import annotations
@@ -58,12 +60,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="The model to fine-tune: a model directory or a shipped name.")
     parser.add_argument("--corpus", required=True, help="A text file, or textgen-source (textgen's own code).")
-    parser.add_argument("--minutes", type=float, default=10.0, help="Training time of each run.")
-    parser.add_argument("--marks", default="1,2,5,10", help="Minutes at which the losses are read.")
+    parser.add_argument("--marks", default="1,2,5,10", help="Minutes of training at which the losses are compared.")
     parser.add_argument("--val-seq-length", type=int, default=256)
     parser.add_argument("--scratch-args", default="--preset budget", help="Extra textgen train options, scratch.")
-    parser.add_argument("--fine-args", default="", help="Extra textgen train options, fine-tuning.")
-    parser.add_argument("--workdir", help="Where the two model directories go (default: a temporary folder).")
+    parser.add_argument("--fine-args", default="--preset budget", help="Extra textgen train options, fine-tuning.")
+    parser.add_argument("--workdir", help="Where the model directories go (default: a temporary folder).")
     args = parser.parse_args()
     marks = [float(mark) for mark in args.marks.split(",")]
 
@@ -71,41 +72,43 @@ def main() -> int:
         workdir = Path(args.workdir or scratch_dir)
         workdir.mkdir(parents=True, exist_ok=True)
         corpus = textgen_source(workdir) if args.corpus == "textgen-source" else Path(args.corpus)
-        runs = {
-            "scratch": train_command(corpus, workdir / "scratch", args.minutes, args.val_seq_length,
-                                     shlex.split(args.scratch_args)),
-            "fine-tune": train_command(corpus, workdir / "fine-tune", args.minutes, args.val_seq_length,
-                                       ["--init-from", args.base, *shlex.split(args.fine_args)]),
-        }
+        scratch = train_command(corpus, workdir / "scratch", marks[-1], args.val_seq_length,
+                                shlex.split(args.scratch_args))
+        fine = {mark: train_command(corpus, workdir / f"fine-tune-{mark:g}", mark, args.val_seq_length,
+                                    ["--init-from", args.base, *shlex.split(args.fine_args)]) for mark in marks}
         started = time.monotonic()
-        children = {name: subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                    for name, command in runs.items()}
-        logs = {name: child.communicate()[1] for name, child in children.items()}
-        for name, child in children.items():
-            if child.returncode != 0:
-                print(f"{name} failed ({child.returncode}):\n{logs[name][-3000:]}", file=sys.stderr)
+        scratch_child = subprocess.Popen(scratch, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for mark, command in fine.items():
+            done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode != 0:
+                scratch_child.kill()
+                print(f"fine-tune {mark:g} failed ({done.returncode}):\n{done.stderr[-3000:]}", file=sys.stderr)
                 return 1
+        scratch_log = scratch_child.communicate()[1]
+        if scratch_child.returncode != 0:
+            print(f"scratch failed ({scratch_child.returncode}):\n{scratch_log[-3000:]}", file=sys.stderr)
+            return 1
         wall = time.monotonic() - started
-        manifests = {name: json.loads((workdir / name / "manifest.json").read_text())
-                     for name in runs}
+        scratch_metrics = json.loads((workdir / "scratch" / "manifest.json").read_text())["metrics"]
+        fine_manifests = {mark: json.loads((workdir / f"fine-tune-{mark:g}" / "manifest.json").read_text())
+                          for mark in marks}
         corpus_bytes = corpus.stat().st_size
 
-    print(f"corpus {corpus.name}: {corpus_bytes:,} bytes; base {args.base}; both runs side by side, "
-          f"{wall:.0f} s wall")
-    for name, command in runs.items():
-        metrics = manifests[name]["metrics"]
-        print(f"{name}: {' '.join(shlex.quote(part) for part in command[3:])}")
-        print(f"  {metrics['steps']:,} steps, {metrics['tokens_per_second']:,.0f} tokens/s, "
-              f"{len(metrics['history'])} validations")
-        if name == "fine-tune":
-            print(f"  new tokens: {manifests[name]['corpus'].get('new_tokens')}")
-    print(f"\n{'minutes':>8} {'scratch':>9} {'fine-tune':>10}   (best validation loss, nats/token)")
+    print(f"corpus {corpus.name}: {corpus_bytes:,} bytes; base {args.base}; {wall:.0f} s wall")
+    print(f"scratch: {' '.join(shlex.quote(part) for part in scratch[3:])}")
+    minutes = ", ".join(f"{record['seconds'] / 60:.1f}" for record in scratch_metrics["history"])
+    print(f"  {scratch_metrics['steps']:,} steps, {scratch_metrics['tokens_per_second']:,.0f} tokens/s, "
+          f"validations at minutes {minutes}")
+    print(f"fine-tune: {' '.join(shlex.quote(part) for part in fine[marks[-1]][3:])} (and shorter --max-time)")
+    print(f"  new tokens: {fine_manifests[marks[-1]]['corpus'].get('new_tokens')}")
+    print(f"\n{'minutes':>8} {'scratch':>9} {'fine-tune':>10} {'steps':>6}   (best validation loss, nats/token)")
     for mark in marks:
-        # The last validation comes just after the time limit, when the epoch cut short by it is scored.
-        seconds = float("inf") if mark >= args.minutes else mark * 60
-        row = [best_by(manifests[name]["metrics"]["history"], seconds) for name in runs]
-        print(f"{mark:>8g} " + " ".join(f"{'-' if loss is None else f'{loss:.4f}':>{width}}"
-                                         for loss, width in zip(row, (9, 10))))
+        # The scratch run's last validation comes just after its time limit, scoring the epoch it cut short.
+        seconds = float("inf") if mark == marks[-1] else mark * 60
+        scratch_loss = best_by(scratch_metrics["history"], seconds)
+        metrics = fine_manifests[mark]["metrics"]
+        shown = "-" if scratch_loss is None else f"{scratch_loss:.4f}"
+        print(f"{mark:>8g} {shown:>9} {metrics['best']['val_loss']:>10.4f} {metrics['steps']:>6}")
     return 0
 
 

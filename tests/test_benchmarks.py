@@ -61,15 +61,17 @@ def test_fine_tuning_benchmark_runs_both_arms_side_by_side(tmp_path, tiny_model_
     corpus.write_text(tiny_corpus.read_text(encoding="utf-8").upper() * 2, encoding="utf-8")
     tiny = "--layers 1 --units 8 --embedding-dim 4 --seq-length 20 --batch-size 8"
     result = subprocess.run([sys.executable, str(BENCHMARKS / "fine_tuning.py"), "--base", str(tiny_model_dir),
-                             "--corpus", str(corpus), "--minutes", "0.15", "--marks", "0.05,0.15",
+                             "--corpus", str(corpus), "--marks", "0.05,0.15",
                              "--val-seq-length", "20", "--scratch-args", tiny,
                              "--fine-args", "--seq-length 20 --batch-size 8", "--workdir", str(tmp_path / "runs")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.split()[:1] in (["0.05"], ["0.15"])}
     assert set(rows) == {"0.05", "0.15"}
-    scratch, fine = (float(value) for value in rows["0.15"])
+    scratch, fine, steps = rows["0.15"]
+    scratch, fine = float(scratch), float(fine)
+    assert int(steps) > 0
     assert 0 < scratch < 10 and 0 < fine < 10
     assert "new tokens: {'count': " in result.stdout
-    settings = json.loads((tmp_path / "runs" / "fine-tune" / "config.json").read_text())
+    settings = json.loads((tmp_path / "runs" / "fine-tune-0.15" / "config.json").read_text())
     assert settings["training"]["init_from"]["model"] == str(tiny_model_dir)
