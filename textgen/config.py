@@ -147,9 +147,9 @@ def settings_from_dict(cls, data: Any):
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 # Adam's learning rate when none is given: for a model trained from scratch, and for fine-tuning a trained
-# one, whose weights a smaller rate moves less far from what they already know (BENCHMARKS.md, fine-tuning).
+# one (chosen by the runs in BENCHMARKS.md, "Fine-tuning").
 LEARNING_RATE = 4e-3
-FINE_TUNE_LEARNING_RATE = 1e-3
+FINE_TUNE_LEARNING_RATE = 3e-3
 
 
 def default_learning_rate(fine_tuning: bool) -> float:
