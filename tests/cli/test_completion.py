@@ -48,9 +48,11 @@ def test_commands_options_and_choices_complete(words, expected):
 
 @pytest.mark.parametrize("command", ["sample", "export", "info", "evaluate", "inspect", "explain"])
 def test_a_model_directory_completes_to_folders_that_hold_a_model(workdir, command):
-    assert complete("bash", ["textgen", command, ""]) == ["plain,models/tiny", "plain,shakespeare"]
+    # Folders first, then the shipped models' names; the folder "shakespeare" hides the shipped model's name.
+    assert complete("bash", ["textgen", command, ""]) == ["plain,models/tiny", "plain,shakespeare", "plain,python"]
     assert complete("bash", ["textgen", command, "models/"]) == ["plain,models/tiny"]
     assert complete("bash", ["textgen", command, "sh"]) == ["plain,shakespeare"]
+    assert complete("bash", ["textgen", command, "py"]) == ["plain,python"]
     assert complete("bash", ["textgen", command, "sc"]) == []  # a folder without a model
     assert complete("bash", ["textgen", command, ".h"]) == ["plain,.hidden-model/m"]
 
