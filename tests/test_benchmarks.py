@@ -75,3 +75,22 @@ def test_fine_tuning_benchmark_runs_both_arms_side_by_side(tmp_path, tiny_model_
     assert "new tokens: {'count': " in result.stdout
     settings = json.loads((tmp_path / "runs" / "fine-tune-0.15" / "config.json").read_text())
     assert settings["training"]["init_from"]["model"] == str(tiny_model_dir)
+
+
+def test_serving_benchmark_quick_run_loads_the_server_checks_every_request_and_stops_it():
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "serving.py"), "--quick"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "| clients | server tokens/s | in-process tokens/s | server / in-process |" in result.stdout
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [row["clients"] for row in figures["levels"]] == [1, 2]
+    for row in figures["levels"]:
+        assert row["failures"] == {} and row["requests"] > 0
+        assert row["tokens_per_s"] > 0 and row["in_process_tokens_per_s"] > 0 and 0 < row["ttft_ms_p50"] < 60_000
+        assert row["client_cpu_s"] >= 0 and row["server_cpu_s"] > 0
+    assert figures["cli_tokens_per_s"] > 0 and figures["server_exit"] == 0
+    left = figures["disconnect"]
+    assert left["left_with_tokens"] == left["leaving_clients"] and left["steady_failures"] == {}
+    assert left["rows_gone_s"] is not None and left["rows_after"] == 0 and left["open_requests_after"] == 0
+    memory = figures["memory"]
+    assert memory["failures"] == {} and memory["requests"] == 40 and memory["rss_mb_after"] > 0

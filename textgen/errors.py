@@ -61,3 +61,7 @@ class SampleFileError(TextgenError):
 
 class PlotError(TextgenError):
     """A plot cannot be drawn or written (the file exists, matplotlib is missing, a model has no curve)."""
+
+
+class ServeError(TextgenError):
+    """The server cannot start: its address cannot be listened on."""

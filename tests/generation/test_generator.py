@@ -4,7 +4,7 @@ import pytest
 from textgen.backend import keras, tf
 from textgen.model.settings import ModelConfig
 from textgen.generation.generator import Generator
-from textgen.generation.sampling import sample_next
+from textgen.generation.sampling import row_keys, sample_next, uniform_noise
 from textgen.model.network import ModelStep, build_model
 
 # Fake logits: token 2 likeliest, then 0, then 3, then 1.
@@ -13,7 +13,7 @@ FAKE = np.log(np.array([[0.3, 0.05, 0.5, 0.15]], np.float32))
 
 def draw(logits, temperature=1.0, top_k=0, top_p=1.0, rows=4000, seed=0):
     batch = np.repeat(logits, rows, axis=0)
-    ids = sample_next(batch, temperature, top_k, top_p, tf.constant([seed, 0], tf.int64))
+    ids = sample_next(batch, temperature, top_k, top_p, row_keys(seed, tf.range(rows)), 0)
     return ids.numpy()
 
 
@@ -191,3 +191,46 @@ def test_sampling_on_from_a_carried_state_continues_the_same_stream(generator):
     tail, tail_scores, _, _ = draw_scored(generator, [[]], 6, 1.0, carried=(logits, states), start=6)
     np.testing.assert_array_equal(np.concatenate([head, tail], axis=1), whole)
     np.testing.assert_allclose(tail_scores, whole_scores[:, 6:], atol=1e-6)
+
+
+def test_a_rows_draws_depend_on_its_key_and_position_not_on_its_batch():
+    logits = np.log(np.random.default_rng(1).dirichlet(np.ones(7), size=6)).astype(np.float32)  # (6, V)
+    keys = row_keys(tf.constant([3, 3, 3, 9, 9, 12], tf.int64), tf.constant([0, 1, 2, 0, 1, 0]))
+    settings = dict(temperature=[1.0, 0.5, 0.0, 2.0, 1.0, 0.7], top_k=[0, 3, 0, 0, 2, 5], top_p=[1.0, 1.0, 1.0, 0.8, 1.0, 0.9])
+    together = sample_next(logits, settings["temperature"], settings["top_k"], settings["top_p"], keys,
+                           [5, 5, 5, 0, 1, 7]).numpy()
+    for row in range(6):
+        alone = sample_next(logits[row:row + 1], settings["temperature"][row], settings["top_k"][row],
+                            settings["top_p"][row], keys[row:row + 1], [5, 5, 5, 0, 1, 7][row]).numpy()
+        assert alone[0] == together[row]
+    # Reversed order, and beside other rows: the same draws.
+    order = [5, 4, 3, 2, 1, 0]
+    shuffled = sample_next(logits[order], [settings["temperature"][r] for r in order], [settings["top_k"][r] for r in order],
+                           [settings["top_p"][r] for r in order], tf.gather(keys, order),
+                           [[5, 5, 5, 0, 1, 7][r] for r in order]).numpy()
+    assert shuffled.tolist() == together[order].tolist()
+    assert together[2] == logits[2].argmax()  # temperature 0 is greedy, whatever its key
+
+
+def test_the_noise_is_uniform_and_differs_by_key_position_and_token():
+    keys = row_keys(7, tf.range(2000))
+    noise = uniform_noise(keys, tf.zeros([2000], tf.int32), 50).numpy()  # (2000, 50)
+    assert 0.0 < noise.min() and noise.max() < 1.0
+    counts = np.histogram(noise, bins=10, range=(0, 1))[0] / noise.size
+    np.testing.assert_allclose(counts, 0.1, atol=0.005)
+    assert abs(np.corrcoef(noise[:, 0], noise[:, 1])[0, 1]) < 0.1  # tokens of one row
+    assert abs(np.corrcoef(noise[:-1, 0], noise[1:, 0])[0, 1]) < 0.1  # neighbouring rows
+    later = uniform_noise(keys, tf.ones([2000], tf.int32), 50).numpy()
+    assert abs(np.corrcoef(noise.ravel(), later.ravel())[0, 1]) < 0.05  # the next position
+    other_seed = uniform_noise(row_keys(8, tf.range(2000)), tf.zeros([2000], tf.int32), 50).numpy()
+    assert abs(np.corrcoef(noise.ravel(), other_seed.ravel())[0, 1]) < 0.05
+
+
+def test_row_draws_are_the_same_under_xla_and_not(generator):
+    logits = tf.constant(np.log(np.random.default_rng(2).dirichlet(np.ones(11), size=3)), tf.float32)
+    states = tf.stack(generator.stepper.initial_states(3))
+    inputs = (logits, states, row_keys(4, tf.range(3)), tf.constant([0, 3, 9]), tf.constant(20),
+              tf.constant([1.0, 0.6, 1.3]), tf.constant([0, 4, 0]), tf.constant([1.0, 1.0, 0.9]))
+    compiled = generator._draw_compiled(*inputs)
+    plain = tf.function(generator._draw_steps)(*inputs)
+    np.testing.assert_array_equal(compiled[0].numpy()[:20], plain[0].numpy()[:20])

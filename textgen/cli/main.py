@@ -16,6 +16,7 @@ import click
 
 from textgen.cli.corpora import corpora
 from textgen.cli.lab import experiment, explain, inspect_command, plot
+from textgen.cli.serve import serve
 from textgen.cli.train import train
 from textgen.cli.use import evaluate, export, info, models, sample
 
@@ -38,7 +39,8 @@ def cli():
     _setup_logging()
 
 
-for command in (train, sample, export, evaluate, info, models, corpora, inspect_command, explain, plot, experiment):
+for command in (train, sample, export, evaluate, info, models, serve, corpora, inspect_command, explain, plot,
+                experiment):
     cli.add_command(command)
 
 

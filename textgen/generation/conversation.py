@@ -28,7 +28,7 @@ class Conversation:
     is everything said so far, exactly what the model has read: after a turn
     it holds the person's text and every piece yielded, so a turn stopped
     early (by asking for no more pieces) keeps the pieces it gave and nothing
-    more. Token t of the conversation is drawn with the seed pair (seed, t),
+    more. Token t of the conversation is drawn at position t of its seed's stream,
     so the same seed and the same turns give the same conversation. The
     first turn starts from the zero state as ``TextModel.generate`` does (an
     empty first text starts as if at the beginning of a line); ``reset``

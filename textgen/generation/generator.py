@@ -6,14 +6,15 @@ graph, so the same loop serves the command line, the Python API and an
 exported SavedModel. Every token drawn is scored with its log-probability
 under the model (``sampling.log_probability``) in the same loop.
 
-Randomness is stateless: token t of a run with seed s is drawn with the seed
-pair (s, t), so a seed fully determines the text, whatever ran before.
+Randomness is stateless and per row: token t of row r of a request with seed
+s is drawn from the stream ``row_keys(s, r)`` at position t, so a seed fully
+determines the text, whatever ran before and whatever is drawn beside it.
 """
 
 from __future__ import annotations
 
 from textgen.backend import tf
-from textgen.generation.sampling import log_probability, sample_next, stop_alternatives
+from textgen.generation.sampling import log_probability, row_keys, sample_next, stop_alternatives
 from textgen.model.network import ModelStep
 
 
@@ -32,6 +33,19 @@ SAMPLING_SPECS = [
 DRAW_CHUNK = 64
 # Up to this many rows, drawing runs under XLA (see ``Generator._draw_compiled``).
 XLA_MAX_BATCH = 16
+
+# One generation step's inputs with a value per row, for ``draw``: every row its own random
+# stream, position and sampling settings.
+ROW_SPECS = [
+    tf.TensorSpec([None, None], tf.float32, name="logits"),
+    tf.TensorSpec([None, None, None], tf.float32, name="states"),
+    tf.TensorSpec([None], tf.uint32, name="keys"),
+    tf.TensorSpec([None], tf.int32, name="positions"),
+    tf.TensorSpec([], tf.int32, name="count"),
+    tf.TensorSpec([None], tf.float32, name="temperature"),
+    tf.TensorSpec([None], tf.int32, name="top_k"),
+    tf.TensorSpec([None], tf.float32, name="top_p"),
+]
 
 _CHUNK_SIGNATURE = [
     tf.TensorSpec([None, None], tf.float32, name="logits"),
@@ -63,8 +77,8 @@ class Generator(tf.Module):
     with T <= length, and per row the number of tokens up to the end of its
     first stop string (``length`` if none); sampling ends once every row has
     stopped. ``begin`` plus repeated ``sample`` calls do the same job in
-    chunks (for streaming output), with identical results: token t is always
-    drawn with the seed pair (seed, t); ``sample`` also returns each token's
+    chunks (for streaming output), with identical results: token t of row r is
+    always drawn at position t of the stream ``row_keys(seed, r)``; ``sample`` also returns each token's
     log-probability. ``begin`` may start from a state that earlier calls
     left (``read_on``), so that a text can grow turn by turn without being
     read again.
@@ -105,13 +119,16 @@ class Generator(tf.Module):
         return logits, tf.stack(states)
 
     @tf.autograph.experimental.do_not_convert
-    def _draw_steps(self, logits, states, start, count, temperature, top_k, top_p, seed, compiled=False):
-        """Sample tokens start..start+count-1 (count <= DRAW_CHUNK) with no string work.
+    def _draw_steps(self, logits, states, keys, positions, count, temperature, top_k, top_p):
+        """Sample ``count`` (<= DRAW_CHUNK) tokens for every row, with no string work.
 
-        Returns ids (DRAW_CHUNK, B), of which the first ``count`` rows are
-        drawn, their log-probabilities (DRAW_CHUNK, B), and the logits and
-        states after the last of them. Token t is drawn with the seed pair
-        (seed, t), so how the run is cut into calls never changes the text.
+        keys (B,), positions (B,): row b draws its k-th token of this call from
+        its stream ``keys[b]`` at position ``positions[b] + k``, with its own
+        temperature, top_k and top_p (B,), so how a run is cut into calls, and
+        which rows share a batch, never changes a row's text. Returns ids
+        (DRAW_CHUNK, B), of which the first ``count`` rows are drawn, their
+        log-probabilities (DRAW_CHUNK, B), and the logits and states after the
+        last of them.
         """
         states = tf.unstack(states, num=self.stepper.state_count)
         # Fixed-size buffers updated in place, so nothing's shape depends on ``count``:
@@ -120,8 +137,7 @@ class Generator(tf.Module):
         scores = tf.zeros([DRAW_CHUNK, tf.shape(logits)[0]], tf.float32)  # (DRAW_CHUNK, B)
 
         def body(k, logits, states, drawn, scores):
-            seed_pair = tf.stack([seed, tf.cast(start + k, tf.int64)])
-            next_ids = sample_next(logits, temperature, top_k, top_p, seed_pair, gumbel=compiled)  # (B,)
+            next_ids = sample_next(logits, temperature, top_k, top_p, keys, positions + k)  # (B,)
             # Scored on the logits it was drawn from, before the step moves past them.
             score = log_probability(logits, next_ids)  # (B,)
             logits, states = self.stepper.step(next_ids, states)
@@ -133,10 +149,24 @@ class Generator(tf.Module):
         return drawn, scores, logits, tf.stack(states)
 
     @tf.function(jit_compile=True, autograph=False)
-    def _draw_compiled(self, logits, states, start, count, temperature, top_k, top_p, seed):
+    def _draw_compiled(self, *inputs):
         """``_draw_steps`` under XLA, whose loop costs far less per step for a few rows but more
         for many (BENCHMARKS.md has the figures), so only batches up to XLA_MAX_BATCH rows take it."""
-        return self._draw_steps(logits, states, start, count, temperature, top_k, top_p, seed, compiled=True)
+        return self._draw_steps(*inputs)
+
+    @tf.function(input_signature=ROW_SPECS, autograph=False)
+    def draw(self, logits, states, keys, positions, count, temperature, top_k, top_p):
+        """Draw ``count`` (1 to DRAW_CHUNK) tokens for rows that each have their own stream and settings.
+
+        The step loop of continuous batching (``textgen.generation.batching``):
+        -> ids (DRAW_CHUNK, B), of which the first ``count`` rows are drawn,
+        their log-probabilities (DRAW_CHUNK, B), logits (B, V), states (S, B, U).
+        Batches of up to XLA_MAX_BATCH rows run under XLA, which compiles once
+        for each batch size it meets.
+        """
+        inputs = (logits, states, keys, positions, count, temperature, top_k, top_p)
+        return tf.cond(tf.shape(logits)[0] <= XLA_MAX_BATCH, lambda: self._draw_compiled(*inputs),
+                       lambda: self._draw_steps(*inputs))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
                                   tf.TensorSpec([None], tf.int32, name="prompt_row_lengths")], autograph=False)
@@ -176,6 +206,8 @@ class Generator(tf.Module):
         token, and drawing ends at the token where every row has stopped.
         """
         batch = tf.shape(logits)[0]
+        keys = row_keys(seed, tf.range(batch))  # (B,)
+        per_row = (tf.fill([batch], temperature), tf.fill([batch], top_k), tf.fill([batch], top_p))
         stop, alternatives = stop_alternatives(stop)
         has_stops = tf.size(stop) > 0
         stop_pattern = tf.strings.join(["(?s).*(?:", alternatives, ").*"])
@@ -190,12 +222,11 @@ class Generator(tf.Module):
             tf.autograph.experimental.set_loop_options(
                 shape_invariants=[(logits, tf.TensorShape([None, None])), (states, tf.TensorShape([None, None, None]))])
             count = tf.minimum(end - t, DRAW_CHUNK)
+            positions = tf.fill([batch], t)
             if batch <= XLA_MAX_BATCH:
-                drawn, scores, logits, states = self._draw_compiled(logits, states, t, count, temperature, top_k,
-                                                                    top_p, seed)
+                drawn, scores, logits, states = self._draw_compiled(logits, states, keys, positions, count, *per_row)
             else:
-                drawn, scores, logits, states = self._draw_steps(logits, states, t, count, temperature, top_k,
-                                                                 top_p, seed)
+                drawn, scores, logits, states = self._draw_steps(logits, states, keys, positions, count, *per_row)
             kept = count
             if has_stops:
                 for k in tf.range(count):

@@ -111,8 +111,8 @@ class SampleRun:
     is never taken back. Prompts are encoded (and unknown characters warned
     about) when the run is made. ``carried`` starts the run from the
     (logits, states) an earlier run left rather than the zero state, and
-    ``offset`` is the number of tokens drawn before it (token t of this run
-    is drawn with the seed pair (seed, offset + t)). After each chunk
+    ``offset`` is the number of tokens drawn before it (token t of row r of
+    this run is drawn at position offset + t of the stream of (seed, r)). After each chunk
     ``logits`` (B, V) and ``states`` (S, B, U) hold the state after the
     prompts and every token drawn so far.
     """

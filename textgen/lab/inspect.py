@@ -163,23 +163,27 @@ def trace_json(trace: Trace) -> dict:
     return data
 
 
-def render_html(trace: Trace, *, layer: int = 0, quantity: str | None = None, unit: int | None = None) -> str:
-    """A self-contained HTML page showing the trace, starting on the given selection.
-
-    The page opens on ``select(trace, layer, quantity, unit)``; a URL hash such
-    as ``#layer=1&quantity=forget&unit=7`` overrides that when it is opened.
-    """
-    chosen = select(trace, layer, quantity, unit)
+def view_json(trace: Trace) -> dict:
+    """Everything a page needs to draw the trace: ``trace_json``, each layer's quantities, the units worth
+    jumping to (most variable, most active) and the palette. The report page and ``textgen serve``'s page use it."""
     rankings = []
     for values_by_name in trace.layers:
         rankings.append({})
         for name, values in values_by_name.items():
             variable, active = rank_units(values)
             rankings[-1][name] = {"variable": variable[:JUMP_UNITS], "active": active[:JUMP_UNITS]}
-    payload = {**trace_json(trace),
-               "quantities": [quantities_of(values_by_name) for values_by_name in trace.layers],
-               "rankings": rankings, "initial": dataclasses.asdict(chosen),
-               "palette": {**{name: list(rgb) for name, rgb in PALETTE.items()}, "diverging": list(DIVERGING)}}
+    return {**trace_json(trace), "quantities": [quantities_of(values_by_name) for values_by_name in trace.layers],
+            "rankings": rankings,
+            "palette": {**{name: list(rgb) for name, rgb in PALETTE.items()}, "diverging": list(DIVERGING)}}
+
+
+def render_html(trace: Trace, *, layer: int = 0, quantity: str | None = None, unit: int | None = None) -> str:
+    """A self-contained HTML page showing the trace, starting on the given selection.
+
+    The page opens on ``select(trace, layer, quantity, unit)``; a URL hash such
+    as ``#layer=1&quantity=forget&unit=7`` overrides that when it is opened.
+    """
+    payload = {**view_json(trace), "initial": dataclasses.asdict(select(trace, layer, quantity, unit))}
     text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
     # Inside a <script> block only "</script" and "<!--" are dangerous; escaping every
     # <, > and & (legal JSON string escapes) rules both out whatever the tokens hold.

@@ -1,0 +1,333 @@
+"""Continuous batching: the rows of many requests share one generation loop, joining and leaving between steps.
+
+An LSTM's whole context is its state, a fixed-size vector per row, so a row
+can join a running batch (its prompt read, its state appended) or leave it
+(its state dropped) between any two calls of ``Generator.draw``. Every row
+draws from its own random stream (its request's seed and its index in the
+request) with its own settings, so what a row becomes does not depend on
+what runs beside it: a request's samples equal those ``TextModel.generate``
+gives for the same request. ``Batcher`` runs the loop on a thread of its
+own; callers submit a ``SampleRequest`` with a listener, which is called
+from that thread with each row's new text and, once a row ends, its
+``Sample``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from typing import Callable
+
+import numpy as np
+
+from textgen.backend import tf
+from textgen.generation.generator import DRAW_CHUNK, XLA_MAX_BATCH, Generator
+from textgen.generation.request import SampleRequest
+from textgen.generation.sampling import row_keys
+from textgen.generation.samples import STOP_LENGTH, STOP_STRING, Sample
+
+# The most rows the loop runs at once; requests beyond it wait for rows to leave.
+MAX_ROWS = 256
+# Tokens drawn per call of the loop: rows join and leave between calls. Fewer means a new request
+# waits less for the call in flight to end; more means less Python per token.
+CHUNK_TOKENS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class RowUpdate:
+    """What one row of a request gained in one call of the loop.
+
+    ``text`` is the new text that no stop string can take back any more
+    (possibly empty); ``sample`` is the row's finished ``Sample`` once it has
+    ended, else None. The texts of a row's updates add up to its sample's text.
+    """
+
+    index: int
+    text: str
+    sample: Sample | None = None
+
+
+Listener = Callable[[list[RowUpdate] | BaseException], None]
+
+
+class Ticket:
+    """A submitted request: its rows' progress, and a flag to cancel it.
+
+    ``done`` is set once every row has ended, the request was cancelled, or
+    the loop failed (then ``error`` holds why).
+    """
+
+    def __init__(self, request: SampleRequest, listener: Listener):
+        self.request, self.listener = request, listener
+        self.cancelled = False
+        self.prompt_ids: dict[str, list[int]] = {}  # each prompt's token ids
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+class _Row:
+    """One row in the loop: where its stream stands and what it has produced."""
+
+    def __init__(self, ticket: Ticket, index: int, prompt: str):
+        self.ticket, self.index, self.prompt = ticket, index, prompt
+        settings = ticket.request.settings
+        self.length, self.temperature, self.top_k, self.top_p = (settings.length, settings.temperature,
+                                                                 settings.top_k, settings.top_p)
+        self.stops = [item for item in ticket.request.stop if item]
+        self.ids: list[int] = []
+        self.scores: list[float] = []
+        self.text = ""
+        self.released = 0  # characters of ``text`` already given to the listener
+
+
+class Batcher:
+    """Runs every submitted request's rows in one batched generation loop on a thread of its own.
+
+    ``submit`` may be called from any thread; a request's rows join the
+    loop at the next call (at most ``max_rows`` run at once, the rest
+    wait) and leave it when they end or their ticket is cancelled.
+    """
+
+    def __init__(self, generator: Generator, tokenizer, *, max_rows: int = MAX_ROWS,
+                 chunk_tokens: int = CHUNK_TOKENS):
+        if not 1 <= chunk_tokens <= DRAW_CHUNK:
+            raise ValueError(f"chunk_tokens must be between 1 and {DRAW_CHUNK}. Received: chunk_tokens={chunk_tokens}")
+        self.generator, self.tokenizer = generator, tokenizer
+        self.max_rows, self.chunk_tokens = max_rows, chunk_tokens
+        self._strings = np.array(tokenizer.token_strings(), dtype=object)
+        self._vocabulary = tokenizer.token_strings()
+        self._window_extra = max(len(token) for token in self._vocabulary)
+        self._waiting: collections.deque[Ticket] = collections.deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self.rows: list[_Row] = []  # in the order of the loop's batch
+        self._logits = self._states = None  # (B, V), (S, B, U)
+
+    # --- the caller's side -------------------------------------------------------------------
+
+    def start(self) -> "Batcher":
+        """Start the loop's thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="textgen-batcher", daemon=True)
+            self._thread.start()
+        return self
+
+    def submit(self, request: SampleRequest, listener: Listener) -> Ticket:
+        """Queue ``request``; ``listener`` is called from the loop's thread with each call's updates."""
+        ticket = Ticket(request, listener)
+        # Encoded here, on the caller's thread: a prompt the tokenizer refuses raises to the caller,
+        # and its warnings (characters it never saw) reach the caller too.
+        ticket.prompt_ids = {prompt: self.tokenizer.encode_prompt(prompt) if prompt else []
+                             for prompt in request.prompts}
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("the batcher is closed")
+            self._waiting.append(ticket)
+            self._wake.notify()
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Drop the ticket's rows at the next call of the loop (or before they join it)."""
+        ticket.cancelled = True
+        with self._wake:
+            self._wake.notify()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the loop once the call in flight ends; tickets not finished are cancelled."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def active_rows(self) -> int:
+        """Rows in the loop now (not counting requests still waiting)."""
+        return len(self.rows)
+
+    def warm_up(self) -> None:
+        """Compile the loop for every batch size class it can meet, so that no request waits for a compiler."""
+        vocab = len(self._vocabulary)
+        sizes = [size for size in _padding_sizes()] + [XLA_MAX_BATCH + 1]
+        for size in sizes:
+            states = tf.zeros([self.generator.stepper.state_count, size, self._unit_width()], tf.float32)
+            self.generator.draw(tf.zeros([size, vocab]), states, tf.zeros([size], tf.uint32),
+                                tf.zeros([size], tf.int32), tf.constant(1), tf.ones([size]),
+                                tf.zeros([size], tf.int32), tf.ones([size]))
+        self.generator.warm(tf.constant([0], tf.int32), tf.constant([1], tf.int32))
+
+    def _unit_width(self) -> int:
+        # States are (S, B, U): every state of every layer has the same width.
+        return int(self.generator.stepper.initial_states(1)[0].shape[-1])
+
+    # --- the loop's side ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closing and not self.rows and not self._waiting:
+                    self._wake.wait()
+                if self._closing:
+                    break
+            try:
+                self._drop_cancelled()
+                self._admit()
+                if self.rows:
+                    self._step()
+            except Exception as exc:  # every listener hears of it; the loop starts again empty
+                self._fail_all(exc)
+        for ticket in {id(row.ticket): row.ticket for row in self.rows}.values():
+            ticket.cancelled = True
+            ticket.done.set()
+        with self._wake:
+            for ticket in self._waiting:
+                ticket.cancelled = True
+                ticket.done.set()
+            self._waiting.clear()
+
+    def _admit(self) -> None:
+        """Read the prompts of waiting requests that fit, and append their rows to the batch."""
+        joining: list[_Row] = []
+        with self._wake:
+            while self._waiting:
+                ticket = self._waiting[0]
+                if ticket.cancelled:
+                    self._waiting.popleft()
+                    ticket.done.set()
+                    continue
+                rows = ticket.request.rows
+                # A request larger than max_rows runs when the loop is empty, alone.
+                if (self.rows or joining) and len(self.rows) + len(joining) + len(rows) > self.max_rows:
+                    break
+                self._waiting.popleft()
+                joining += [_Row(ticket, index, prompt) for index, prompt in enumerate(rows)]
+        if not joining:
+            return
+        values = tf.constant([i for row in joining for i in row.ticket.prompt_ids[row.prompt]], tf.int32)
+        lengths = tf.constant([len(row.ticket.prompt_ids[row.prompt]) for row in joining], tf.int32)
+        logits, states = self.generator.warm(values, lengths)
+        if self.rows:
+            logits = tf.concat([self._logits, logits], 0)
+            states = tf.concat([self._states, states], 1)
+        self._logits, self._states = logits, states
+        self.rows += joining
+
+    def _drop_cancelled(self) -> None:
+        gone = {id(row.ticket): row.ticket for row in self.rows if row.ticket.cancelled}
+        if gone:
+            self._keep([b for b, row in enumerate(self.rows) if not row.ticket.cancelled])
+            for ticket in gone.values():
+                ticket.done.set()
+
+    def _keep(self, kept: list[int]) -> None:
+        """Keep only the rows at ``kept`` (batch positions, in order)."""
+        if len(kept) == len(self.rows):
+            return
+        self.rows = [self.rows[b] for b in kept]
+        if kept:
+            index = tf.constant(kept, tf.int32)
+            self._logits = tf.gather(self._logits, index)
+            self._states = tf.gather(self._states, index, axis=1)
+        else:
+            self._logits = self._states = None
+
+    def _step(self) -> None:
+        """One call of the loop for every row, then each row's new tokens, stops and updates."""
+        rows = self.rows
+        batch = len(rows)
+        count = min(self.chunk_tokens, max(row.length - len(row.ids) for row in rows))
+        keys = row_keys(tf.constant([row.ticket.request.settings.seed for row in rows], tf.int64),
+                        tf.constant([row.index for row in rows], tf.int32))
+        inputs = [self._logits, self._states, keys, tf.constant([len(row.ids) for row in rows], tf.int32),
+                  tf.constant(count, tf.int32), tf.constant([row.temperature for row in rows], tf.float32),
+                  tf.constant([row.top_k for row in rows], tf.int32), tf.constant([row.top_p for row in rows],
+                                                                                  tf.float32)]
+        padded = _padded_size(batch)
+        if padded != batch:
+            # XLA compiles once per batch size: small batches are padded to a few sizes, with rows that
+            # draw greedily from zeros and are dropped after the call.
+            extra = padded - batch
+            fill = [0.0, 0.0, 0, 0, None, 1.0, 0, 1.0]
+            inputs = [value if pad is None else
+                      tf.pad(value, [[0, extra] if axis == (1 if value.shape.rank == 3 else 0) else [0, 0]
+                                     for axis in range(value.shape.rank)], constant_values=pad)
+                      for value, pad in zip(inputs, fill)]
+        ids, scores, logits, states = self.generator.draw(*inputs)
+        self._logits, self._states = logits[:batch], states[:, :batch]
+        ids, scores = ids.numpy()[:count, :batch], scores.numpy()[:count, :batch]  # (n, B)
+
+        updates: dict[int, tuple[Ticket, list[RowUpdate]]] = {}
+        kept = []
+        for b, row in enumerate(rows):
+            sample = self._advance(row, ids[:, b], scores[:, b])
+            if sample is None:
+                kept.append(b)
+            hold_back = max((len(item) for item in row.stops), default=1) - 1
+            end = len(sample.text) if sample is not None else max(len(row.text) - hold_back, row.released)
+            update = RowUpdate(row.index, row.text[row.released:end], sample)
+            row.released = end
+            updates.setdefault(id(row.ticket), (row.ticket, []))[1].append(update)
+        self._keep(kept)
+        still_running = {id(row.ticket) for row in self.rows}
+        for key, (ticket, items) in updates.items():
+            if ticket.cancelled:
+                continue
+            finished = key not in still_running
+            ticket.listener(items)
+            if finished:
+                ticket.done.set()
+
+    def _advance(self, row: _Row, ids: np.ndarray, scores: np.ndarray) -> Sample | None:
+        """Add this call's tokens to ``row``; its ``Sample`` if it has ended, else None."""
+        room = row.length - len(row.ids)
+        ids, scores = ids[:room], scores[:room]
+        if not row.stops:
+            row.ids += ids.tolist()
+            row.scores += scores.tolist()
+            row.text += "".join(self._strings[ids].tolist())
+            return self._finish(row, row.text, STOP_LENGTH, None) if len(row.ids) == row.length else None
+        # A stop string that ends in the newest token lies within this many characters of the end.
+        window = max(len(item) for item in row.stops) + self._window_extra
+        for token, score in zip(ids.tolist(), scores.tolist()):
+            row.ids.append(token)
+            row.scores.append(score)
+            row.text += self._vocabulary[token]
+            tail = row.text[-window:]
+            if any(item in tail for item in row.stops):
+                # The text ends before the earliest stop string in it; ties go to the first listed.
+                start = min(row.text.find(item) for item in row.stops if item in row.text)
+                stop_string = next(item for item in row.stops if row.text.startswith(item, start))
+                return self._finish(row, row.text[:start], STOP_STRING, stop_string)
+        return self._finish(row, row.text, STOP_LENGTH, None) if len(row.ids) == row.length else None
+
+    def _finish(self, row: _Row, text: str, stop_reason: str, stop_string: str | None) -> Sample:
+        token_ids = np.array(row.ids, np.int32)
+        logprobs = np.array(row.scores, np.float32)
+        token_ids.flags.writeable = logprobs.flags.writeable = False
+        return Sample(row.index, row.prompt, text, token_ids, logprobs, stop_reason, stop_string, row.ticket.request,
+                      self._vocabulary)
+
+    def _fail_all(self, error: BaseException) -> None:
+        tickets = {id(row.ticket): row.ticket for row in self.rows}
+        self.rows, self._logits, self._states = [], None, None
+        for ticket in tickets.values():
+            ticket.error = error
+            if not ticket.cancelled:
+                ticket.listener(error)
+            ticket.done.set()
+
+
+def _padding_sizes() -> list[int]:
+    """The batch sizes small batches are padded to: powers of two up to XLA_MAX_BATCH."""
+    sizes, size = [], 1
+    while size < XLA_MAX_BATCH:
+        sizes.append(size)
+        size *= 2
+    return sizes + [XLA_MAX_BATCH]
+
+
+def _padded_size(batch: int) -> int:
+    """The batch size a batch of ``batch`` rows runs at: the next padding size, or itself above XLA_MAX_BATCH."""
+    return next((size for size in _padding_sizes() if size >= batch), batch)
