@@ -6,7 +6,8 @@ How pages mark their examples (a new example is picked up by this convention alo
   "\\" goes on on the next one); the lines after it, up to the next command, are what it
   prints. A command is expected to exit with 0, unless the next command is "$ echo $?",
   whose output line is the exit code expected. A command ending in " &" runs in the
-  background until a "$ wait". "127.0.0.1:PORT" addresses get free ports here.
+  background until a "$ wait". "127.0.0.1:PORT" addresses and "--port PORT" options get free
+  ports here (the same free port for the same PORT).
 * ```python is a program, run as a script; an ```output block right after it shows what it
   prints.
 * ```bash is for the README's two opening blocks only (install and run the main job; install
@@ -353,7 +354,11 @@ class PageRun:
             port = self.ports.setdefault(match.group(1), str(free_port()))
             return f"127.0.0.1:{port}"
 
-        return re.sub(r"127\.0\.0\.1:(\d+)", swap, text)
+        def swap_option(match):
+            port = self.ports.setdefault(match.group(1), str(free_port()))
+            return f"--port {port}"
+
+        return re.sub(r"--port (\d+)", swap_option, re.sub(r"127\.0\.0\.1:(\d+)", swap, text))
 
     def _finish(self, process: subprocess.Popen, where: str) -> tuple[int, str, str]:
         started = time.monotonic()

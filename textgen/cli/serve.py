@@ -28,10 +28,13 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
               help="Requests open at once; more are refused with 429.")
 @click.option("--max-rows", default=256, show_default=True, type=click.IntRange(1, 4096),
               help="Rows each model's loop runs at once; requests beyond wait for rows to end.")
+@click.option("--chunk-tokens", default=16, show_default=True, type=click.IntRange(1, 64),
+              help="Tokens each row gets per call of the loop: rows join and leave between calls, and a stream's "
+                   "events carry this many tokens. Fewer: lower latency; more: more tokens/s.")
 @click.option("--max-body", default="1MiB", show_default=True, type=ByteSize(), help="Largest request body (413).")
 @click.option("--grace", default="30s", show_default=True, type=Duration(),
               help="On SIGTERM, how long the responses in flight may take to finish.")
-def serve(models, host, port, api_key, max_length, max_requests, max_rows, max_body, grace):
+def serve(models, host, port, api_key, max_length, max_requests, max_rows, chunk_tokens, max_body, grace):
     """Serve MODELS (directories or shipped names) over HTTP: a web page at /, a JSON API under /v1/.
 
     Every client's rows share one batched generation loop per model; a request's text equals
@@ -43,7 +46,7 @@ def serve(models, host, port, api_key, max_length, max_requests, max_rows, max_b
 
         sock = bind(host, port)  # before the models load, so a port in use is said at once
         click.echo(f"loading {', '.join(models)} and compiling the generation loop", err=True)
-        served = load_models(models, max_rows=max_rows, chunk_tokens=16)
+        served = load_models(models, max_rows=max_rows, chunk_tokens=chunk_tokens)
         limits = ServerLimits(max_length=max_length, max_requests=max_requests, max_body_bytes=max_body)
 
         def ready(url):
