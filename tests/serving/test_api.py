@@ -9,8 +9,16 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.serving.conftest import serve_models
+from running_server import serve_models
 from textgen.serving.app import ServerLimits
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    """A server over the tiny model, named "tiny", with the default limits."""
+    running = serve_models({"tiny": tiny_model})
+    yield running
+    running.close()
 
 
 def events(response):
@@ -215,7 +223,8 @@ def test_an_api_key_is_required_when_set(tiny_model):
 
 
 def test_health_models_openapi_and_inspect(server, tiny_model):
-    assert server.client.get("/health").json()["status"] == "ok"
+    health = server.client.get("/health").json()
+    assert health["status"] == "ok" and health["limits"]["max_length"] == 2000
     card = server.client.get("/v1/models").json()["data"][0]
     assert card["id"] == "tiny" and card["object"] == "model" and card["textgen"]["units"] == tiny_model.config.units
     spec = server.client.get("/openapi.json").json()
@@ -225,6 +234,10 @@ def test_health_models_openapi_and_inspect(server, tiny_model):
     expected = tiny_model.trace("The end")
     assert traced["tokens"] == expected.tokens
     np.testing.assert_allclose(traced["layers"][1]["forget"], expected.layers[1]["forget"], atol=1e-6)
+    # With a prompt, the prompt's tokens are marked as given and the text's as generated.
+    marked = server.client.post("/v1/inspect", json={"prompt": "The ", "text": "end"}).json()
+    assert marked["tokens"] == expected.tokens and marked["generated_from"] == 4
+    assert traced["generated_from"] == 0  # a text alone: all of it was generated
     page = server.client.post("/v1/inspect", json={"text": "The end", "format": "html"})
-    assert page.headers["content-type"].startswith("text/html") and 'class="tok"' not in page.text[:0]
+    assert page.headers["content-type"].startswith("text/html") and "__TRACE_DATA__" not in page.text
     assert server.client.get("/").headers["content-type"].startswith("text/html")

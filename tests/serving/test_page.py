@@ -8,13 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from textgen.generation.batching import Batcher
-from textgen.serving.app import ServedModel
+from running_server import serve_models
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian: apt-get install chromium)")
 
 PROMPT = "ROMEO:\nBut soft"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    """A server over the tiny model, named "tiny", with the default limits."""
+    running = serve_models({"tiny": tiny_model})
+    yield running
+    running.close()
 
 
 def wait_until(probe, what: str, timeout: float = 20.0, interval: float = 0.02, accept=bool):
@@ -206,10 +213,8 @@ def test_page_streams_stops_and_shows_the_gates(server, browser):
 
 
 def test_page_sends_the_api_key_it_keeps(server, browser):
-    # A second server of the same kind as the fixture's, over the same model, that wants a key.
-    model = server.served[0].model
-    keyed = type(server)([ServedModel("tiny", model, Batcher(model.generator, model.tokenizer, max_rows=8,
-                                                              chunk_tokens=8))], api_key="sesame")
+    # A second server over the same model, that wants a key.
+    keyed = serve_models({"tiny": server.served[0].model}, api_key="sesame")
     try:
         page = Page(browser)
         browser.call("Page.navigate", url=keyed.url + "/")

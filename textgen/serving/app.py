@@ -119,6 +119,8 @@ class InspectBody(BaseModel):
 
     model_config = _STRICT
     model: str | None = None
+    prompt: str = Field("", description="Text read before ``text``: its tokens are marked as given, the rest as "
+                                        "generated.")
     text: str
     format: Literal["json", "html"] = Field("json", description="json: the values; html: inspect's report page.")
 
@@ -175,7 +177,8 @@ def create_app(served: list[ServedModel], limits: ServerLimits = ServerLimits(),
     async def health():
         """Whether the server is up, and how busy each model's loop is."""
         return {"status": "ok", "open_requests": state["open"],
-                "models": {item.name: {"active_rows": item.batcher.active_rows} for item in served}}
+                "models": {item.name: {"active_rows": item.batcher.active_rows} for item in served},
+                "limits": dataclasses.asdict(limits)}
 
     @app.get("/v1/models")
     async def list_models():
@@ -222,10 +225,16 @@ def create_app(served: list[ServedModel], limits: ServerLimits = ServerLimits(),
         from textgen.lab.inspect import render_html, view_json
 
         target = find(body.model)
-        if len(body.text) > limits.max_inspect_chars:
-            raise ApiError(400, f"text may hold at most {limits.max_inspect_chars} characters. "
-                                f"Received: characters={len(body.text)}", param="text")
-        trace = await run_in_threadpool(target.model.trace, body.text)
+        characters = len(body.prompt) + len(body.text)
+        if characters > limits.max_inspect_chars:
+            raise ApiError(400, f"prompt and text may hold at most {limits.max_inspect_chars} characters together. "
+                                f"Received: characters={characters}", param="text")
+        trace = await run_in_threadpool(target.model.trace, body.prompt + body.text)
+        if body.prompt and body.text:
+            given = len(target.model.tokenizer.encode_prompt(body.prompt))
+            trace = dataclasses.replace(trace, generated_from=min(given, len(trace.tokens)))
+        elif body.text:
+            trace = dataclasses.replace(trace, generated_from=0)
         if body.format == "html":
             return HTMLResponse(render_html(trace))
         return view_json(trace)

@@ -1,9 +1,12 @@
-"""A server on loopback, in a thread of the test process, over the session's tiny model."""
+"""A server on loopback, in a thread of the test process: what the serving tests run against.
+
+A module of its own, not a conftest.py: the tests import from it, and a second conftest module
+would shadow tests/conftest.py's helpers.
+"""
 
 import threading
 
 import httpx
-import pytest
 
 from textgen.generation.batching import Batcher
 from textgen.serving.app import ServedModel, ServerLimits
@@ -40,11 +43,3 @@ def serve_models(models: dict, **options) -> RunningServer:
                                                 chunk_tokens=options.pop("chunk_tokens", 8)))
               for name, model in models.items()]
     return RunningServer(served, **options)
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model):
-    """A server over the tiny model, named "tiny", with the default limits."""
-    running = serve_models({"tiny": tiny_model})
-    yield running
-    running.close()
