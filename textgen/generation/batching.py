@@ -1,8 +1,11 @@
 """Continuous batching: the rows of many requests share one generation loop, joining and leaving between steps.
 
 An LSTM's whole context is its state, a fixed-size vector per row, so a row
-can join a running batch (its prompt read, its state appended) or leave it
-(its state dropped) between any two calls of ``Generator.draw``. Every row
+can join a running batch (a zero state appended) or leave it (its state
+dropped) between any two calls of ``Generator.draw``. A row that has just
+joined reads its prompt inside the same calls, one token per step, while the
+others draw, and the calls are kept short while a row waits for its first
+token. Every row
 draws from its own random stream (its request's seed and its index in the
 request) with its own settings, so what a row becomes does not depend on
 what runs beside it: a request's samples equal those ``TextModel.generate``
@@ -67,10 +70,12 @@ class Ticket:
 
 
 class _Row:
-    """One row in the loop: where its stream stands and what it has produced."""
+    """One row in the loop: how much of its prompt it has read, where its stream stands, what it has produced."""
 
-    def __init__(self, ticket: Ticket, index: int, prompt: str):
+    def __init__(self, ticket: Ticket, index: int, prompt: str, prompt_ids: list[int]):
         self.ticket, self.index, self.prompt = ticket, index, prompt
+        self.prompt_ids, self.read = prompt_ids, 0  # ids to read before drawing; how many are read
+        self.key = 0  # its random stream's key (``row_keys``), set when it joins the loop
         settings = ticket.request.settings
         self.length, self.temperature, self.top_k, self.top_p = (settings.length, settings.temperature,
                                                                  settings.top_k, settings.top_p)
@@ -79,6 +84,7 @@ class _Row:
         self.scores: list[float] = []
         self.text = ""
         self.released = 0  # characters of ``text`` already given to the listener
+        self.released_at = 0  # tokens drawn when text was last given to the listener
 
 
 class Batcher:
@@ -103,6 +109,8 @@ class Batcher:
         self._closing = False
         self._thread: threading.Thread | None = None
         self.rows: list[_Row] = []  # in the order of the loop's batch
+        # The loop's one graph, called directly: a call then costs far less Python than through tf.function.
+        self._draw = generator.draw.get_concrete_function()
         self._logits = self._states = None  # (B, V), (S, B, U)
 
     # --- the caller's side -------------------------------------------------------------------
@@ -119,8 +127,9 @@ class Batcher:
         ticket = Ticket(request, listener)
         # Encoded here, on the caller's thread: a prompt the tokenizer refuses raises to the caller,
         # and its warnings (characters it never saw) reach the caller too.
-        ticket.prompt_ids = {prompt: self.tokenizer.encode_prompt(prompt) if prompt else []
-                             for prompt in request.prompts}
+        # An empty prompt reads the start token, as ``Generator.warm`` does.
+        ticket.prompt_ids = {prompt: list(self.tokenizer.encode_prompt(prompt)) if prompt else
+                             [self.generator.start_id] for prompt in request.prompts}
         with self._wake:
             if self._closing:
                 raise RuntimeError("the batcher is closed")
@@ -149,18 +158,16 @@ class Batcher:
 
     def warm_up(self) -> None:
         """Compile the loop for every batch size class it can meet, so that no request waits for a compiler."""
-        vocab = len(self._vocabulary)
-        sizes = [size for size in _padding_sizes()] + [XLA_MAX_BATCH + 1]
-        for size in sizes:
-            states = tf.zeros([self.generator.stepper.state_count, size, self._unit_width()], tf.float32)
-            self.generator.draw(tf.zeros([size, vocab]), states, tf.zeros([size], tf.uint32),
-                                tf.zeros([size], tf.int32), tf.constant(1), tf.ones([size]),
-                                tf.zeros([size], tf.int32), tf.ones([size]))
-        self.generator.warm(tf.constant([0], tf.int32), tf.constant([1], tf.int32))
+        for size in [*_padding_sizes(), XLA_MAX_BATCH + 1]:
+            logits, states = self._zero_rows(size)
+            self.generator.draw(logits, states, tf.zeros([size], tf.uint32), tf.zeros([size], tf.int32),
+                                tf.constant(1), tf.ones([size]), tf.zeros([size], tf.int32), tf.ones([size]),
+                                tf.zeros([size, self.chunk_tokens], tf.int32), tf.ones([size], tf.int32))
 
-    def _unit_width(self) -> int:
-        # States are (S, B, U): every state of every layer has the same width.
-        return int(self.generator.stepper.initial_states(1)[0].shape[-1])
+    def _zero_rows(self, count: int):
+        """Logits (count, V) and states (S, count, U) of rows that have read nothing yet."""
+        logits = tf.zeros([count, len(self._vocabulary)], tf.float32)
+        return logits, tf.stack(self.generator.stepper.initial_states(count))
 
     # --- the loop's side ---------------------------------------------------------------------
 
@@ -202,12 +209,14 @@ class Batcher:
                 if (self.rows or joining) and len(self.rows) + len(joining) + len(rows) > self.max_rows:
                     break
                 self._waiting.popleft()
-                joining += [_Row(ticket, index, prompt) for index, prompt in enumerate(rows)]
+                joining += [_Row(ticket, index, prompt, ticket.prompt_ids[prompt]) for index, prompt in enumerate(rows)]
         if not joining:
             return
-        values = tf.constant([i for row in joining for i in row.ticket.prompt_ids[row.prompt]], tf.int32)
-        lengths = tf.constant([len(row.ticket.prompt_ids[row.prompt]) for row in joining], tf.int32)
-        logits, states = self.generator.warm(values, lengths)
+        keys = row_keys(tf.constant([row.ticket.request.settings.seed for row in joining], tf.int64),
+                        tf.constant([row.index for row in joining], tf.int32)).numpy()
+        for row, key in zip(joining, keys.tolist()):
+            row.key = key
+        logits, states = self._zero_rows(len(joining))
         if self.rows:
             logits = tf.concat([self._logits, logits], 0)
             states = tf.concat([self._states, states], 1)
@@ -237,47 +246,70 @@ class Batcher:
         """One call of the loop for every row, then each row's new tokens, stops and updates."""
         rows = self.rows
         batch = len(rows)
-        count = min(self.chunk_tokens, max(row.length - len(row.ids) for row in rows))
-        keys = row_keys(tf.constant([row.ticket.request.settings.seed for row in rows], tf.int64),
-                        tf.constant([row.index for row in rows], tf.int32))
-        inputs = [self._logits, self._states, keys, tf.constant([len(row.ids) for row in rows], tf.int32),
-                  tf.constant(count, tf.int32), tf.constant([row.temperature for row in rows], tf.float32),
-                  tf.constant([row.top_k for row in rows], tf.int32), tf.constant([row.top_p for row in rows],
-                                                                                  tf.float32)]
+        unread = [len(row.prompt_ids) - row.read for row in rows]
+        count = min(self.chunk_tokens, max(left + row.length - len(row.ids) for row, left in zip(rows, unread)))
+        waiting = [left for row, left in zip(rows, unread) if not row.ids]
+        if waiting:
+            # A row waits for its first token: the call ends as soon as every such row has one (or has
+            # read as much of its prompt as a call can), so that it is sent without waiting for the others.
+            count = min(count, max(waiting) + 1)
+        # Every per-row input is built at the padded size: XLA compiles once per batch size, so small
+        # batches run at a few sizes, padded with rows that draw greedily from zeros and are dropped after.
         padded = _padded_size(batch)
+        forced = np.zeros((padded, self.chunk_tokens), np.int32)
+        forced_counts = np.zeros(padded, np.int32)
+        forced_counts[:batch] = np.minimum(unread, count)
+        keys, positions = np.zeros(padded, np.uint32), np.zeros(padded, np.int32)
+        temperature, top_k, top_p = np.ones(padded, np.float32), np.zeros(padded, np.int32), np.ones(padded, np.float32)
+        for b, row in enumerate(rows):
+            forced[b, :forced_counts[b]] = row.prompt_ids[row.read:row.read + forced_counts[b]]
+            keys[b], positions[b] = row.key, len(row.ids)
+            temperature[b], top_k[b], top_p[b] = row.temperature, row.top_k, row.top_p
+        logits, states = self._logits, self._states
         if padded != batch:
-            # XLA compiles once per batch size: small batches are padded to a few sizes, with rows that
-            # draw greedily from zeros and are dropped after the call.
-            extra = padded - batch
-            fill = [0.0, 0.0, 0, 0, None, 1.0, 0, 1.0]
-            inputs = [value if pad is None else
-                      tf.pad(value, [[0, extra] if axis == (1 if value.shape.rank == 3 else 0) else [0, 0]
-                                     for axis in range(value.shape.rank)], constant_values=pad)
-                      for value, pad in zip(inputs, fill)]
-        ids, scores, logits, states = self.generator.draw(*inputs)
-        self._logits, self._states = logits[:batch], states[:, :batch]
+            logits = tf.pad(logits, [[0, padded - batch], [0, 0]])
+            states = tf.pad(states, [[0, 0], [0, padded - batch], [0, 0]])
+        inputs = [logits, states, keys, positions, np.int32(count), temperature, top_k, top_p, forced, forced_counts]
+        ids, scores, logits, states = self._draw(*inputs)
+        self._logits, self._states = (logits, states) if padded == batch else (logits[:batch], states[:, :batch])
         ids, scores = ids.numpy()[:count, :batch], scores.numpy()[:count, :batch]  # (n, B)
 
         updates: dict[int, tuple[Ticket, list[RowUpdate]]] = {}
         kept = []
         for b, row in enumerate(rows):
-            sample = self._advance(row, ids[:, b], scores[:, b])
+            read = int(forced_counts[b])
+            row.read += read
+            sample = self._advance(row, ids[read:, b], scores[read:, b])
             if sample is None:
                 kept.append(b)
-            hold_back = max((len(item) for item in row.stops), default=1) - 1
-            end = len(sample.text) if sample is not None else max(len(row.text) - hold_back, row.released)
-            update = RowUpdate(row.index, row.text[row.released:end], sample)
-            row.released = end
-            updates.setdefault(id(row.ticket), (row.ticket, []))[1].append(update)
+            update = self._released(row, sample)
+            if update is not None:
+                updates.setdefault(id(row.ticket), (row.ticket, []))[1].append(update)
         self._keep(kept)
         still_running = {id(row.ticket) for row in self.rows}
         for key, (ticket, items) in updates.items():
             if ticket.cancelled:
                 continue
-            finished = key not in still_running
             ticket.listener(items)
-            if finished:
+            if key not in still_running:
                 ticket.done.set()
+
+    def _released(self, row: _Row, sample: Sample | None) -> RowUpdate | None:
+        """The update to give the listener for ``row`` now, if any: its first text as soon as there is some,
+        then text every ``chunk_tokens`` tokens, and the rest with its sample when it ends."""
+        if sample is not None:
+            update = RowUpdate(row.index, sample.text[row.released:], sample)
+            row.released = len(sample.text)
+            return update
+        if row.released and len(row.ids) - row.released_at < self.chunk_tokens:
+            return None
+        hold_back = max((len(item) for item in row.stops), default=1) - 1
+        end = max(len(row.text) - hold_back, row.released)
+        if end == row.released:
+            return None
+        update = RowUpdate(row.index, row.text[row.released:end])
+        row.released, row.released_at = end, len(row.ids)
+        return update
 
     def _advance(self, row: _Row, ids: np.ndarray, scores: np.ndarray) -> Sample | None:
         """Add this call's tokens to ``row``; its ``Sample`` if it has ended, else None."""

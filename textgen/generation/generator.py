@@ -45,6 +45,8 @@ ROW_SPECS = [
     tf.TensorSpec([None], tf.float32, name="temperature"),
     tf.TensorSpec([None], tf.int32, name="top_k"),
     tf.TensorSpec([None], tf.float32, name="top_p"),
+    tf.TensorSpec([None, None], tf.int32, name="forced"),
+    tf.TensorSpec([None], tf.int32, name="forced_counts"),
 ]
 
 _CHUNK_SIGNATURE = [
@@ -119,17 +121,25 @@ class Generator(tf.Module):
         return logits, tf.stack(states)
 
     @tf.autograph.experimental.do_not_convert
-    def _draw_steps(self, logits, states, keys, positions, count, temperature, top_k, top_p):
+    def _draw_steps(self, logits, states, keys, positions, count, temperature, top_k, top_p, forced=None,
+                    forced_counts=None):
         """Sample ``count`` (<= DRAW_CHUNK) tokens for every row, with no string work.
 
         keys (B,), positions (B,): row b draws its k-th token of this call from
         its stream ``keys[b]`` at position ``positions[b] + k``, with its own
         temperature, top_k and top_p (B,), so how a run is cut into calls, and
-        which rows share a batch, never changes a row's text. Returns ids
-        (DRAW_CHUNK, B), of which the first ``count`` rows are drawn, their
-        log-probabilities (DRAW_CHUNK, B), and the logits and states after the
-        last of them.
+        which rows share a batch, never changes a row's text. ``forced`` (B, F)
+        and ``forced_counts`` (B,) (None: none) make row b read its first
+        ``forced_counts[b]`` tokens from ``forced`` instead of drawing them (a
+        prompt read inside the loop), its draws then starting at position
+        ``positions[b]``. Returns ids (DRAW_CHUNK, B), of which the first
+        ``count`` rows are drawn (or read), their log-probabilities
+        (DRAW_CHUNK, B), and the logits and states after the last of them.
         """
+        if forced is None:
+            forced = tf.zeros([tf.shape(logits)[0], 1], tf.int32)
+            forced_counts = tf.zeros([tf.shape(logits)[0]], tf.int32)
+        last_forced = tf.shape(forced)[1] - 1
         states = tf.unstack(states, num=self.stepper.state_count)
         # Fixed-size buffers updated in place, so nothing's shape depends on ``count``:
         # XLA then compiles once per batch size, not once per chunk length.
@@ -137,7 +147,8 @@ class Generator(tf.Module):
         scores = tf.zeros([DRAW_CHUNK, tf.shape(logits)[0]], tf.float32)  # (DRAW_CHUNK, B)
 
         def body(k, logits, states, drawn, scores):
-            next_ids = sample_next(logits, temperature, top_k, top_p, keys, positions + k)  # (B,)
+            next_ids = sample_next(logits, temperature, top_k, top_p, keys, positions + k - forced_counts)  # (B,)
+            next_ids = tf.where(k < forced_counts, tf.gather(forced, tf.minimum(k, last_forced), axis=1), next_ids)
             # Scored on the logits it was drawn from, before the step moves past them.
             score = log_probability(logits, next_ids)  # (B,)
             logits, states = self.stepper.step(next_ids, states)
@@ -155,16 +166,18 @@ class Generator(tf.Module):
         return self._draw_steps(*inputs)
 
     @tf.function(input_signature=ROW_SPECS, autograph=False)
-    def draw(self, logits, states, keys, positions, count, temperature, top_k, top_p):
+    def draw(self, logits, states, keys, positions, count, temperature, top_k, top_p, forced, forced_counts):
         """Draw ``count`` (1 to DRAW_CHUNK) tokens for rows that each have their own stream and settings.
 
-        The step loop of continuous batching (``textgen.generation.batching``):
-        -> ids (DRAW_CHUNK, B), of which the first ``count`` rows are drawn,
-        their log-probabilities (DRAW_CHUNK, B), logits (B, V), states (S, B, U).
-        Batches of up to XLA_MAX_BATCH rows run under XLA, which compiles once
-        for each batch size it meets.
+        The step loop of continuous batching (``textgen.generation.batching``),
+        where a row that has just joined reads its prompt (``forced``) in the
+        same steps as the others draw: -> ids (DRAW_CHUNK, B), of which the
+        first ``count`` rows are drawn or read, their log-probabilities
+        (DRAW_CHUNK, B), logits (B, V), states (S, B, U). Batches of up to
+        XLA_MAX_BATCH rows run under XLA, which compiles once for each batch
+        size and ``forced`` width it meets.
         """
-        inputs = (logits, states, keys, positions, count, temperature, top_k, top_p)
+        inputs = (logits, states, keys, positions, count, temperature, top_k, top_p, forced, forced_counts)
         return tf.cond(tf.shape(logits)[0] <= XLA_MAX_BATCH, lambda: self._draw_compiled(*inputs),
                        lambda: self._draw_steps(*inputs))
 

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import importlib.resources
 import json
+import threading
 import time
 import uuid
 from typing import AsyncIterator, Literal
@@ -142,8 +143,10 @@ def create_app(served: list[ServedModel], limits: ServerLimits = ServerLimits(),
     app = FastAPI(title="textgen", version=__version__, docs_url=None, redoc_url=None,
                   description="Text generation with textgen's LSTM models; continuous batching of every client.")
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    if api_key is not None:
+        app.add_middleware(KeyCheck, key=api_key)
     by_name = {item.name: item for item in served}
-    state = {"open": 0}
+    state = {"open": 0, "handoff": None}
 
     def find(name: str | None) -> ServedModel:
         if name is None:
@@ -152,14 +155,6 @@ def create_app(served: list[ServedModel], limits: ServerLimits = ServerLimits(),
             raise ApiError(404, f"no model named {name!r} is served (GET /v1/models lists them). "
                                 f"Received: model={name!r}", param="model", code="model_not_found")
         return by_name[name]
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if api_key is not None and request.url.path.startswith("/v1/"):
-            if request.headers.get("authorization") != f"Bearer {api_key}":
-                return ApiError(401, "a valid API key is needed: send 'Authorization: Bearer KEY'",
-                                kind="authentication_error", code="invalid_api_key").response()
-        return await call_next(request)
 
     @app.exception_handler(ApiError)
     async def refused(request: Request, exc: ApiError):
@@ -292,12 +287,12 @@ class _Updates:
         self.state, self.target, self.request = state, target, request
         self.queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
+        if state.get("handoff") is None or state["handoff"].loop is not loop:
+            state["handoff"] = _Handoff(loop)
+        handoff = state["handoff"]
 
         def listen(items):
-            try:
-                loop.call_soon_threadsafe(self.queue.put_nowait, items)
-            except RuntimeError:  # the event loop has closed: nobody is listening any more
-                pass
+            handoff.put(self.queue, items)
 
         try:
             self.ticket = target.batcher.submit(request, listen)
@@ -324,6 +319,32 @@ class _Updates:
             self.state["open"] -= 1
             if not self.ticket.done.is_set():
                 self.target.batcher.cancel(self.ticket)
+
+
+class _Handoff:
+    """Updates from a model's loop thread to the event loop's queues, with one wake-up of the event loop per
+    call of the loop rather than one per request: every request's updates of one call arrive together."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.pending: list = []
+        self.lock = threading.Lock()
+
+    def put(self, queue: asyncio.Queue, items) -> None:
+        with self.lock:
+            self.pending.append((queue, items))
+            wake = len(self.pending) == 1
+        if wake:
+            try:
+                self.loop.call_soon_threadsafe(self.deliver)
+            except RuntimeError:  # the event loop has closed: nobody is listening any more
+                pass
+
+    def deliver(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for queue, items in pending:
+            queue.put_nowait(items)
 
 
 def _admitted(state: dict, limits: ServerLimits, target: ServedModel, request: SampleRequest) -> _Updates:
@@ -357,6 +378,22 @@ class _EventStream(StreamingResponse):
         finally:
             await self.body_iterator.aclose()
             self.updates.release()
+
+
+class KeyCheck:
+    """ASGI middleware: every ``/v1/`` route needs ``Authorization: Bearer KEY`` (401 without it); the page and
+    ``/health`` stay open."""
+
+    def __init__(self, app, key: str):
+        self.app, self.expected = app, f"Bearer {key}".encode("latin-1")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1/") and \
+                dict(scope.get("headers", ())).get(b"authorization") != self.expected:
+            refusal = ApiError(401, "a valid API key is needed: send 'Authorization: Bearer KEY'",
+                               kind="authentication_error", code="invalid_api_key")
+            return await refusal.response()(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

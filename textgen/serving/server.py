@@ -7,9 +7,11 @@ stops taking connections, lets the responses in flight finish for up to
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,6 +22,7 @@ from textgen.serving.app import ServedModel, ServerLimits, create_app
 
 # Seconds the responses in flight may take to finish after SIGTERM.
 GRACE_SECONDS = 30.0
+SWITCH_INTERVAL = 0.0005
 
 
 def served_name(spec: str) -> str:
@@ -50,7 +53,10 @@ def bind(host: str, port: int) -> socket.socket:
     """A listening socket on (host, port); port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=2048)
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+        # Accepted connections inherit it: each event goes out at once, not after the client's delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ServeError(f"cannot listen on {host}:{port}: {reason}. Received: port={port}") from None
@@ -89,7 +95,14 @@ def serve(served: list[ServedModel], sock: socket.socket, *, limits: ServerLimit
           api_key: str | None = None, grace: float = GRACE_SECONDS,
           on_ready: Callable[[str], None] | None = None) -> None:
     """Serve ``served`` on ``sock`` until SIGTERM or Ctrl-C; ``on_ready`` gets the URL once it listens."""
+    # The event loop and each model's loop share the GIL; a thread waiting for it gets it within this many
+    # seconds rather than Python's default 5 ms, so neither holds up the other's next call for long.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     server = make_server(served, limits=limits, api_key=api_key, grace=grace)
+    # Everything loaded so far (TensorFlow, the models, the app) lives as long as the server: kept out of
+    # the garbage collector's full passes, which would otherwise walk it all and stall every stream.
+    gc.collect()
+    gc.freeze()
     if on_ready is not None:
         original_startup = server.startup
 
