@@ -22,8 +22,8 @@ requests they have open (every request is checked, none is cut off):
   requests sent within the window;
 * per-token latency: for each ``token`` event after a request's first, the
   time since that request's previous ``token`` event divided by the tokens
-  the event carries (the server sends one event per row per call of its
-  loop, which draws 16 tokens a call), for requests sent within the window;
+  the event carries (the server sends a row's first text at once, then its
+  text every ``--chunk-tokens`` tokens), for requests sent within the window;
 * failures: a status other than 200, an ``error`` event, a response that
   ends without ``done``, a sample shorter than asked (or whose ``token``
   texts do not add up to it), or no answer within ``--timeout`` (lost).
@@ -60,7 +60,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-SERVE_CHUNK_TOKENS = 16  # what ``textgen serve`` draws per call of its loop
+from textgen.config import CHUNK_TOKENS
 
 
 # --- the in-process side: a process of its own -------------------------------------------------
@@ -623,9 +623,11 @@ def report(args, figures: dict) -> None:
     print(f"\nServer: `{' '.join(figures['server_command'])}` (ready after {figures['server_ready_s']:.1f} s); "
           f"prompt {args.prompt!r}, {args.length} tokens per request, default sampling settings, one seed per request. "
           f"Each level: {args.warmup:g} s warm-up, then a {args.duration:g} s window. In-process: `model.generate` "
-          f"with as many rows, median of {args.repeats} calls after a warm-up call, before the server started.")
+          f"with as many rows, median of {args.repeats} calls after a warm-up call, before the server started and "
+          f"again after it stopped; the mean of the two medians.")
     print("Per-token latency: the gap between successive token events of a request divided by the tokens in the "
-          f"event (one event per row per call of the server's loop, {SERVE_CHUNK_TOKENS} tokens a call). "
+          f"event (a row's first text is sent at once, then every {CHUNK_TOKENS} tokens, the server's default "
+          f"--chunk-tokens, unless --server-options sets another). "
           "CPU %: of one core, over the window (the machine has " f"{os.cpu_count()} cores).\n")
     print("| clients | server tokens/s | in-process tokens/s | server / in-process | TTFT p50 ms | TTFT p99 ms "
           "| per-token p50 ms | per-token p99 ms | event gap p99 ms | requests | failed | client CPU % "
@@ -765,16 +767,28 @@ def main() -> int:
         stage("stopping the server")
         exit_status = server.stop()
         stage(None)
+    if not args.quick:
+        # The machine's speed drifts over minutes: the in-process runs are made again after the server's
+        # phases, and each ratio is to the mean of the medians before and after.
+        stage("in-process runs again")
+        in_process_after = run_in_process(args, rows)
+        stage(None)
+    else:
+        in_process_after = {}
     figures["server_command"] = ["textgen", *server.command[3:]]
     figures["server_ready_s"] = server.ready_seconds
     figures["server_exit"] = exit_status
     figures["server_stderr_tail"] = "".join(server.stderr[-5:])
     figures["in_process"] = in_process
+    figures["in_process_after"] = in_process_after
     figures["cli_seconds"] = cli_seconds
     figures["cli_tokens_per_s"] = args.length / statistics.median(cli_seconds)
     for row in figures["levels"]:
         runs = in_process.get(row["clients"])
-        row["in_process_tokens_per_s"] = statistics.median(runs) if runs else None
+        medians = [statistics.median(group[row["clients"]]) for group in (in_process, in_process_after)
+                   if group.get(row["clients"])]
+        row["in_process_before_after"] = medians
+        row["in_process_tokens_per_s"] = statistics.mean(medians) if medians else None
         row["ratio"] = row["tokens_per_s"] / row["in_process_tokens_per_s"] if runs else None
     figures["client_cpu_s"] = client_cpu_seconds()
     figures["wall_s"] = time.perf_counter() - began

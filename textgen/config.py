@@ -309,6 +309,12 @@ class SampleConfig:
             check_int("seed", self.seed, 0, SEED_MAX)
 
 
+# The continuous-batching loop of ``textgen serve``: tokens each row gets per call of the loop (rows join
+# and leave between calls; a stream's text is sent every this many tokens), and the most rows run at once.
+CHUNK_TOKENS = 8
+MAX_ROWS = 256
+
+
 # What a watched run prints at a validation: samples of this many tokens, at these temperatures.
 SAMPLE_LENGTH = 200
 SAMPLE_TEMPERATURES = (0.5, 1.0)

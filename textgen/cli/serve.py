@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 
 import click
 
 from textgen.cli.completion import model_directories
 from textgen.cli.edge import library_errors
 from textgen.cli.options import ByteSize, Duration
+from textgen.config import CHUNK_TOKENS, MAX_ROWS
 
 # Hosts that only this machine can reach.
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -26,9 +26,9 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
               help="Most tokens a sample may ask for.")
 @click.option("--max-requests", default=512, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Requests open at once; more are refused with 429.")
-@click.option("--max-rows", default=256, show_default=True, type=click.IntRange(1, 4096),
+@click.option("--max-rows", default=MAX_ROWS, show_default=True, type=click.IntRange(1, 4096),
               help="Rows each model's loop runs at once; requests beyond wait for rows to end.")
-@click.option("--chunk-tokens", default=16, show_default=True, type=click.IntRange(1, 64),
+@click.option("--chunk-tokens", default=CHUNK_TOKENS, show_default=True, type=click.IntRange(1, 64),
               help="Tokens each row gets per call of the loop: rows join and leave between calls, and a stream's "
                    "events carry this many tokens. Fewer: lower latency; more: more tokens/s.")
 @click.option("--max-body", default="1MiB", show_default=True, type=ByteSize(), help="Largest request body (413).")

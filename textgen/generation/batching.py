@@ -25,16 +25,12 @@ from typing import Callable
 import numpy as np
 
 from textgen.backend import tf
+from textgen.config import CHUNK_TOKENS, MAX_ROWS
 from textgen.generation.generator import DRAW_CHUNK, XLA_MAX_BATCH, Generator
 from textgen.generation.request import SampleRequest
 from textgen.generation.sampling import row_keys
 from textgen.generation.samples import STOP_LENGTH, STOP_STRING, Sample
 
-# The most rows the loop runs at once; requests beyond it wait for rows to leave.
-MAX_ROWS = 256
-# Tokens drawn per call of the loop: rows join and leave between calls. Fewer means a new request
-# waits less for the call in flight to end; more means less Python per token.
-CHUNK_TOKENS = 16
 
 
 @dataclasses.dataclass(frozen=True)
