@@ -131,3 +131,21 @@ def test_requests_beyond_max_rows_wait_and_then_run(tiny_model):
 
 def test_small_batches_are_padded_to_few_sizes():
     assert [_padded_size(b) for b in (1, 2, 3, 5, 9, 16, 17, 100)] == [1, 2, 4, 8, 16, 16, 17, 100]
+
+
+def test_a_listener_that_raises_ends_its_own_request_only(tiny_model, batcher):
+    vocab = tiny_model.config.vocab_size
+
+    def broken(items):
+        raise RuntimeError("a listener's bug")
+
+    failing = batcher.submit(SampleRequest.check("a", vocab_size=vocab, length=500, seed=1), broken)
+    kept = Collector()
+    other = batcher.submit(SampleRequest.check("End", vocab_size=vocab, length=200, seed=2), kept)
+    assert failing.done.wait(60) and other.done.wait(120)
+    assert failing.cancelled and not kept.errors
+    assert_same_sample(kept.samples[0], tiny_model.generate("End", length=200, seed=2, details=True))
+    deadline = time.monotonic() + 10
+    while batcher.active_rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert batcher.active_rows == 0

@@ -121,9 +121,9 @@ class Batcher:
     def submit(self, request: SampleRequest, listener: Listener) -> Ticket:
         """Queue ``request``; ``listener`` is called from the loop's thread with each call's updates."""
         ticket = Ticket(request, listener)
-        # Encoded here, on the caller's thread: a prompt the tokenizer refuses raises to the caller,
-        # and its warnings (characters it never saw) reach the caller too.
-        # An empty prompt reads the start token, as ``Generator.warm`` does.
+        # Encoded here, on the caller's thread: a prompt the tokenizer refuses raises to the caller, and
+        # its warnings (characters it never saw) reach the caller too. An empty prompt reads the start
+        # token, as ``Generator.warm`` does.
         ticket.prompt_ids = {prompt: list(self.tokenizer.encode_prompt(prompt)) if prompt else
                              [self.generator.start_id] for prompt in request.prompts}
         with self._wake:
@@ -191,7 +191,7 @@ class Batcher:
             self._waiting.clear()
 
     def _admit(self) -> None:
-        """Read the prompts of waiting requests that fit, and append their rows to the batch."""
+        """Append the rows of the waiting requests that fit to the batch, each with a zero state and its key."""
         joining: list[_Row] = []
         with self._wake:
             while self._waiting:
@@ -286,7 +286,12 @@ class Batcher:
         for key, (ticket, items) in updates.items():
             if ticket.cancelled:
                 continue
-            ticket.listener(items)
+            try:
+                ticket.listener(items)
+            except Exception:  # that listener's request alone ends; every other row goes on
+                ticket.cancelled = True
+                ticket.done.set()
+                continue
             if key not in still_running:
                 ticket.done.set()
 
