@@ -618,6 +618,14 @@ def number(value, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def print_table(header: list[str], rows: list[list]) -> None:
+    """A markdown table."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+
+
 def report(args, figures: dict) -> None:
     in_process = figures["in_process"]
     print(f"\nServer: `{' '.join(figures['server_command'])}` (ready after {figures['server_ready_s']:.1f} s); "
@@ -629,27 +637,23 @@ def report(args, figures: dict) -> None:
           f"event (a row's first text is sent at once, then every {CHUNK_TOKENS} tokens, the server's default "
           f"--chunk-tokens, unless --server-options sets another). "
           "CPU %: of one core, over the window (the machine has " f"{os.cpu_count()} cores).\n")
-    print("| clients | server tokens/s | in-process tokens/s | server / in-process | TTFT p50 ms | TTFT p99 ms "
-          "| per-token p50 ms | per-token p99 ms | event gap p99 ms | requests | failed | client CPU % "
-          "| server CPU % |")
-    print("|" + "---|" * 13)
-    for row in figures["levels"]:
-        print(f"| {row['clients']} | {number(row['tokens_per_s'])} | {number(row['in_process_tokens_per_s'])} "
-              f"| {number(row['ratio'], 2)} | {number(row['ttft_ms_p50'], 1)} | {number(row['ttft_ms_p99'], 1)} "
-              f"| {number(row['per_token_ms_p50'], 2)} | {number(row['per_token_ms_p99'], 2)} "
-              f"| {number(row['event_gap_ms_p99'], 1)} | {row['requests']} | {sum(row['failures'].values())} "
-              f"| {number(row['client_cpu_pct'], 1)} | {number(row['server_cpu_pct'], 1)} |")
+    print_table(["clients", "server tokens/s", "in-process tokens/s", "server / in-process", "TTFT p50 ms",
+                 "TTFT p99 ms", "per-token p50 ms", "per-token p99 ms", "event gap p99 ms", "requests", "failed",
+                 "client CPU %", "server CPU %"],
+                [[row["clients"], number(row["tokens_per_s"]), number(row["in_process_tokens_per_s"]),
+                  number(row["ratio"], 2), number(row["ttft_ms_p50"], 1), number(row["ttft_ms_p99"], 1),
+                  number(row["per_token_ms_p50"], 2), number(row["per_token_ms_p99"], 2),
+                  number(row["event_gap_ms_p99"], 1), row["requests"], sum(row["failures"].values()),
+                  number(row["client_cpu_pct"], 1), number(row["server_cpu_pct"], 1)] for row in figures["levels"]])
     print("\nWhere TTFT goes: request sent -> response headers (the HTTP layer; the server sends them before it "
           "queues the request), then -> first token (the queue, the prompt, the first call of the loop).\n")
-    print("| clients | to headers p50 ms | to headers p99 ms | then to first token p50 ms | p99 ms "
-          "| event gap p50 ms | event gap p99 ms | server CPU %: event loop | batcher | TensorFlow pools |")
-    print("|" + "---|" * 10)
-    for row in figures["levels"]:
-        print(f"| {row['clients']} | {number(row['headers_ms_p50'], 1)} | {number(row['headers_ms_p99'], 1)} "
-              f"| {number(row['headers_to_first_ms_p50'], 1)} | {number(row['headers_to_first_ms_p99'], 1)} "
-              f"| {number(row['event_gap_ms_p50'], 1)} | {number(row['event_gap_ms_p99'], 1)} "
-              f"| {number(row['server_event_loop_cpu_pct'], 0)} | {number(row['server_batcher_cpu_pct'], 0)} "
-              f"| {number(row['server_tensorflow_cpu_pct'], 0)} |")
+    print_table(["clients", "to headers p50 ms", "to headers p99 ms", "then to first token p50 ms", "p99 ms",
+                 "event gap p50 ms", "event gap p99 ms", "server CPU %: event loop", "batcher", "TensorFlow pools"],
+                [[row["clients"], number(row["headers_ms_p50"], 1), number(row["headers_ms_p99"], 1),
+                  number(row["headers_to_first_ms_p50"], 1), number(row["headers_to_first_ms_p99"], 1),
+                  number(row["event_gap_ms_p50"], 1), number(row["event_gap_ms_p99"], 1),
+                  number(row["server_event_loop_cpu_pct"], 0), number(row["server_batcher_cpu_pct"], 0),
+                  number(row["server_tensorflow_cpu_pct"], 0)] for row in figures["levels"]])
     cli = statistics.median(figures["cli_seconds"])
     one_row = statistics.median(in_process[1]) if 1 in in_process else None
     print(f"\nOne stream: `textgen sample` end to end (a new process: start-up, load, compile, {args.length} tokens) "
@@ -668,12 +672,11 @@ def report(args, figures: dict) -> None:
               f"connections: /health showed their rows gone after {number(gone['rows_gone_s'] and gone['rows_gone_s'] * 1000, 1)} "
               f"ms, their requests released after {number(gone['requests_released_s'] and gone['requests_released_s'] * 1000, 1)} "
               f"ms; after the phase {gone['rows_after']} rows, {gone['open_requests_after']} open requests.")
-        print("\n| steady clients | tokens/s | per-token p50 ms | per-token p99 ms | largest event gap ms |")
-        print("|---|---|---|---|---|")
-        for name in ("before", "while_in", "after"):
-            part = gone[f"steady_{name}"]
-            print(f"| {name.replace('_', ' ')} | {number(part['tokens_per_s'])} | {number(part['per_token_ms_p50'], 2)} "
-                  f"| {number(part['per_token_ms_p99'], 2)} | {number(part['event_gap_ms_max'], 1)} |")
+        print()
+        print_table(["steady clients", "tokens/s", "per-token p50 ms", "per-token p99 ms", "largest event gap ms"],
+                    [[name.replace("_", " "), number(part["tokens_per_s"]), number(part["per_token_ms_p50"], 2),
+                      number(part["per_token_ms_p99"], 2), number(part["event_gap_ms_max"], 1)]
+                     for name, part in ((name, gone[f"steady_{name}"]) for name in ("before", "while_in", "after"))])
         print(f"\nSteady clients: {gone['steady_requests']} requests, failures {gone['steady_failures'] or 'none'}.")
     if "memory" in figures:
         mem = figures["memory"]
