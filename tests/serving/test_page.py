@@ -217,7 +217,11 @@ def test_page_sends_the_api_key_it_keeps(server, browser):
     keyed = serve_models({"tiny": server.served[0].model}, api_key="sesame")
     try:
         page = Page(browser)
+        browser.evaluate("window.beforeNavigate = true")  # marks the old document, so the wait sees the new one
         browser.call("Page.navigate", url=keyed.url + "/")
+        wait_until(lambda: browser.evaluate("!window.beforeNavigate && document.readyState === 'complete' && "
+                                            "document.getElementById('status') !== null"),
+                   "the keyed server's page to load")
         message = wait_until(page.status, "the refusal without a key", accept=lambda text: text != "")
         assert message.startswith("a valid API key is needed")
         assert browser.evaluate("document.querySelectorAll('#model option').length") == 0
