@@ -9,7 +9,7 @@ import threading
 import httpx
 
 from textgen.generation.batching import Batcher
-from textgen.serving.app import ServedModel, ServerLimits
+from textgen.serving.api import ServedModel, ServerLimits
 from textgen.serving.server import bind, make_server, url_of
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from running_server import serve_models
-from textgen.serving.app import ServerLimits
+from textgen.serving.api import ServerLimits
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def serve(models, host, port, api_key, max_length, max_requests, max_rows, chunk
     what `textgen sample` gives with the same settings and seed.
     """
     with library_errors():
-        from textgen.serving.app import ServerLimits
+        from textgen.serving.api import ServerLimits
         from textgen.serving.server import bind, load_models, serve as run_server
 
         sock = bind(host, port)  # before the models load, so a port in use is said at once

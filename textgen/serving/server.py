@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 
 from textgen.errors import ConfigError, ServeError
 from textgen.generation.batching import Batcher
-from textgen.serving.app import ServedModel, ServerLimits, create_app
+from textgen.serving.api import ServedModel, ServerLimits
+from textgen.serving.app import create_app
 
 
 # Seconds the responses in flight may take to finish after SIGTERM.
