@@ -32,12 +32,14 @@ class CatalogEntry:
 
     ``size`` is known without a download: counted on disk for a local corpus
     (None if it is missing), pinned with the sha256 for a downloaded one.
+    ``on_disk`` gives the files only if no download is needed (None otherwise).
     """
 
     name: str
     description: str
     materialize: Callable[[], list[pathlib.Path]]
     size: Callable[[], int | None]
+    on_disk: Callable[[], list[pathlib.Path] | None]  # the files if they are here now, without a download
 
 
 def python_stdlib_files() -> list[pathlib.Path]:
@@ -81,6 +83,26 @@ def downloaded_file(name: str, url: str, sha256: str) -> Callable[[], list[pathl
     return materialize
 
 
+def cached_file(name: str) -> Callable[[], list[pathlib.Path] | None]:
+    """An ``on_disk`` for a one-file corpus that ``downloaded_file(name, ...)`` fetches: its cached copy, if any.
+
+    The copy is not hashed here; whoever reads it and cares checks its sha256.
+    """
+
+    def on_disk() -> list[pathlib.Path] | None:
+        path = cache_dir() / f"{name}.txt"
+        return [path] if path.is_file() else None
+
+    return on_disk
+
+
+def _python_stdlib_on_disk() -> list[pathlib.Path] | None:
+    try:
+        return python_stdlib_files()
+    except CorpusError:
+        return None
+
+
 _ENTRIES = {
     entry.name: entry
     for entry in (
@@ -89,6 +111,7 @@ _ENTRIES = {
             description="the .py source of this Python's standard library (offline; the default)",
             materialize=python_stdlib_files,
             size=python_stdlib_size,
+            on_disk=_python_stdlib_on_disk,
         ),
         CatalogEntry(
             name="tinyshakespeare",
@@ -100,6 +123,7 @@ _ENTRIES = {
                 sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
             ),
             size=lambda: 1_115_394,  # the bytes that sha256 names
+            on_disk=cached_file("tinyshakespeare"),
         ),
     )
 }
@@ -118,6 +142,11 @@ def describe(name: str) -> str:
 def corpus_files(name: str) -> list[pathlib.Path]:
     """The files of the named corpus, downloading them first if needed."""
     return _entry(name).materialize()
+
+
+def files_on_disk(name: str) -> list[pathlib.Path] | None:
+    """The files of the named corpus if they are on this machine now, or None where they would be downloaded."""
+    return _entry(name).on_disk()
 
 
 def size(name: str) -> int | None:

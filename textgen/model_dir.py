@@ -9,6 +9,7 @@ A model directory holds::
     checkpoints/     training's bundles, to resume or continue a run (``textgen.training.checkpoints``)
     saved_model/     where ``textgen export`` writes by default
     inspect/         where ``textgen inspect`` writes its report by default (INSPECT_FILES)
+    cells/           where ``textgen cells`` writes its report by default (CELLS_FILES)
 
 Models that ship with textgen (``textgen.pretrained``: the top-level
 ``models/`` folder) are found by name wherever a model directory is taken
@@ -19,7 +20,7 @@ Its files are staged and renamed into place with the manifest last, so a crash
 never leaves a mix of two models, and a directory whose save was cut short is
 still an unfinished run that ``--resume`` completes. When the weights change,
 what other commands derived from the old ones (``saved_model/``, the
-``inspect/`` report) is removed, so nothing stale is ever served. Reading
+``inspect/`` and ``cells/`` reports) is removed, so nothing stale is ever served. Reading
 trusts nothing in it: no pickle, no Keras deserialization, every hash, name,
 shape, link and file type is checked first.
 """
@@ -60,8 +61,13 @@ SAVED_MODEL_DIR = "saved_model"
 INSPECT_DIR = "inspect"
 # The files of a ``textgen inspect`` report, in inspect/ or in any folder the user names.
 INSPECT_FILES = {"html": "trace.html", "png": "trace.png", "json": "trace.json"}
+CELLS_DIR = "cells"
+# The files of a ``textgen cells`` report, in cells/ or in any folder the user names.
+CELLS_FILES = {"html": "cells.html", "json": "cells.json"}
+# The report folders, each with the files a report writes there.
+REPORTS = {INSPECT_DIR: INSPECT_FILES, CELLS_DIR: CELLS_FILES}
 # Outputs made from a model by other commands, inside its directory; a rewrite of the model removes them.
-DERIVED = (SAVED_MODEL_DIR, INSPECT_DIR)
+DERIVED = (SAVED_MODEL_DIR, *REPORTS)
 MAX_JSON_BYTES = 64 * 1024 * 1024
 _STAGING_PREFIX = ".tmp-model-"
 
@@ -341,19 +347,21 @@ def _weights_sha256(path: Path) -> str | None:
 def _move_derived(path: Path, into: Path) -> None:
     """Move what was derived from the directory's weights out of it (into ``into``, to be removed).
 
-    ``saved_model/`` goes whole. Of ``inspect/`` only the report's own files
-    go: the folder may hold the user's notes beside them.
+    ``saved_model/`` goes whole. Of ``inspect/`` and ``cells/`` only the
+    reports' own files go: a folder may hold the user's notes beside them.
     """
     into.mkdir()
     if (path / SAVED_MODEL_DIR).exists() or (path / SAVED_MODEL_DIR).is_symlink():
         os.replace(path / SAVED_MODEL_DIR, into / SAVED_MODEL_DIR)
-    report = path / INSPECT_DIR
-    if report.is_dir() and not report.is_symlink():
-        for name in INSPECT_FILES.values():
-            if (report / name).is_file() or (report / name).is_symlink():
-                os.replace(report / name, into / name)
-        if not any(report.iterdir()):
-            report.rmdir()
+    for folder, names in REPORTS.items():
+        report = path / folder
+        if report.is_dir() and not report.is_symlink():
+            (into / folder).mkdir()
+            for name in names.values():
+                if (report / name).is_file() or (report / name).is_symlink():
+                    os.replace(report / name, into / folder / name)
+            if not any(report.iterdir()):
+                report.rmdir()
 
 
 def _regular_file(path: Path, what: str) -> os.stat_result:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from textgen.model.network import ModelStep, build_model, expected_shapes, named
 from textgen.model.settings import ModelConfig
 from textgen.model.trace import Trace, record_trace
 from textgen.tokenization.tokenizer import TextTokenizer
+
+if TYPE_CHECKING:
+    from textgen.lab.cells import CellReport
 
 
 class TextModel:
@@ -147,6 +150,37 @@ class TextModel:
         layers = record_trace(ModelStep(self.keras_model, self.config), ids)
         return Trace(cell=self.config.cell, tokens=[strings[i] for i in ids], generated_from=given, layers=layers,
                      ids=[int(i) for i in ids])
+
+    def find_cells(self, text: str | None = None, *, corpus=None, characters: int = 8000, top: int = 3,
+                   progress: Callable[[str], None] | None = None) -> CellReport:
+        """Find the units that follow nameable features of a text (quotes, line position, brackets...).
+
+        Reads the first ``characters`` characters of ``text``; else of the
+        corpus ``corpus`` names (a named corpus such as ``"python"``, a file, a
+        folder or a glob); else of the corpus this model was trained on, when
+        its manifest records it and it can be read here without a download.
+        ``characters`` is at most ``textgen.lab.cells.MAX_CHARACTERS`` (20,000):
+        the trace of T tokens holds layers x quantities x T x units float32
+        numbers, about 470 MiB for the shipped 2 x 512 LSTMs at that length.
+        Returns a ``textgen.lab.cells.CellReport`` with the ``top`` units per
+        feature, their correlation on the first half of the text and on the
+        held-out second half, a chance level, and every gate's saturation.
+        ``progress``, if given, is called with a line before and after the trace.
+        """
+        from textgen.lab.cells import MAX_TOP, find_cells, text_to_read
+
+        check_int("top", top, 1, MAX_TOP)  # before the trace, not after it
+        text, source = text_to_read(text, corpus=corpus, characters=characters,
+                                    trained_on=self.manifest.get("corpus"))
+        if progress is not None:
+            progress(f"reading {source}")
+        trace = self.trace(text)
+        if progress is not None:
+            progress(f"traced {len(trace.tokens)} tokens through {len(trace.layers)} {trace.cell} layer(s)")
+        name = None
+        if self.path is not None:
+            name = self.path.name if model_dir.is_shipped(self.path) else str(self.path)
+        return find_cells(trace, top=top, model=name, source=source)
 
     def evaluate(self, text: str) -> dict:
         """Loss of the model on ``text``: nats per token, bits per character, perplexity."""

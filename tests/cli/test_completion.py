@@ -46,7 +46,7 @@ def test_commands_options_and_choices_complete(words, expected):
     assert complete("bash", words) == expected
 
 
-@pytest.mark.parametrize("command", ["sample", "export", "info", "evaluate", "inspect", "explain"])
+@pytest.mark.parametrize("command", ["sample", "export", "info", "evaluate", "inspect", "explain", "cells"])
 def test_a_model_directory_completes_to_folders_that_hold_a_model(workdir, command):
     # Folders first, then the shipped models' names; the folder "shakespeare" hides the shipped model's name.
     assert complete("bash", ["textgen", command, ""]) == ["plain,models/tiny", "plain,shakespeare", "plain,python"]

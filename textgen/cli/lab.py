@@ -1,4 +1,4 @@
-"""The lab commands of ``textgen``: ``inspect``, ``explain``, ``plot`` and ``experiment memory``.
+"""The lab commands of ``textgen``: ``inspect``, ``cells``, ``explain``, ``plot`` and ``experiment memory``.
 
 These look inside a trained model, plot how models learned, or compare the
 recurrent cells, rather than train, sample or export. Like every command they are thin over the library
@@ -15,6 +15,7 @@ from textgen.cli.completion import model_directories
 from textgen.cli.edge import library_errors
 from textgen.cli.options import CommaList, Duration
 from textgen.config import SampleConfig, draw_seed
+from textgen.lab.cells import DEFAULT_CHARACTERS, MAX_CHARACTERS  # plain NumPy: --help stays fast
 from textgen.model.trace import QUANTITIES  # plain NumPy: --help stays fast
 
 
@@ -63,6 +64,51 @@ def inspect_command(model_dir, prompt, continuation, temperature, seed, layer, q
                    f"{len(trace.tokens) - trace.generated_from} generated) through {len(trace.layers)} "
                    f"{trace.cell} layer(s); showing layer {chosen.layer}, {chosen.quantity}, unit {chosen.unit}",
                    err=True)
+        for path in paths.values():
+            click.echo(f"wrote {path}", err=True)
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(), shell_complete=model_directories)
+@click.argument("text", nargs=-1)
+@click.option("--corpus", metavar="NAME",
+              help="Read this corpus instead of TEXT: a named corpus (python, tinyshakespeare), a file, a folder or "
+                   "a glob (default: the corpus the model was trained on, if it is here).")
+@click.option("--characters", type=int, default=DEFAULT_CHARACTERS, show_default=True,
+              help=f"Characters of the text or corpus to read (at most {MAX_CHARACTERS}).")
+@click.option("--top", type=int, default=3, show_default=True, help="Units reported per feature.")
+@click.option("--out", "-o", type=click.Path(file_okay=False),
+              help="Folder for cells.html and cells.json (default: MODEL_DIR/cells; needed for a shipped model).")
+@click.option("--overwrite", is_flag=True, help="Replace the report files already in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object instead of the table.")
+def cells(model_dir, text, corpus, characters, top, out, overwrite, as_json):
+    """Find the units that track quotes, line position, brackets and other features.
+
+    Reads TEXT (its words joined by spaces), or --corpus, or by default the
+    corpus the model was trained on, and correlates every unit of every gate
+    and state with each feature, on the first half of the text; the best
+    units are checked on the held-out second half and against chance. Prints
+    a table (or --json) and writes an HTML page and the JSON report.
+    """
+    with library_errors():
+        from pathlib import Path
+
+        from textgen.lab.cells import render_table
+        from textgen.lab.cells_page import write_cells_report
+        from textgen.lab.inspect import check_destination
+        from textgen.model_dir import CELLS_DIR, CELLS_FILES, derived_output
+        from textgen.text_model import load
+
+        model = load(model_dir)
+        out = derived_output(Path(model.path), CELLS_DIR, out)
+        check_destination(out, overwrite=overwrite, files=CELLS_FILES)  # before the work, not after it
+        report = model.find_cells(" ".join(text) if text else None, corpus=corpus, characters=characters, top=top,
+                                  progress=lambda line: click.echo(line, err=True))
+        paths = write_cells_report(report, out, overwrite=overwrite)
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), separators=(",", ":"), allow_nan=False))
+        else:
+            click.echo(render_table(report))
         for path in paths.values():
             click.echo(f"wrote {path}", err=True)
 
@@ -153,7 +199,7 @@ def memory(distances, tasks, cells, seconds_per_run, max_steps, parameters, batc
     hidden state k steps back shrinks with k. Progress goes to stderr.
     """
     with library_errors():
-        from textgen.lab.memory.experiment import MemorySettings, run_memory_experiment
+        from textgen.experiments.memory.experiment import MemorySettings, run_memory_experiment
 
         settings = MemorySettings(tasks=tuple(tasks), distances=tuple(distances), cells=tuple(cells),
                                   seconds_per_run=seconds_per_run, max_steps=max_steps, parameters=parameters,

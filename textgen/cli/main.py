@@ -15,7 +15,7 @@ import sys
 import click
 
 from textgen.cli.corpora import corpora
-from textgen.cli.lab import experiment, explain, inspect_command, plot
+from textgen.cli.lab import cells, experiment, explain, inspect_command, plot
 from textgen.cli.serve import serve
 from textgen.cli.train import train
 from textgen.cli.use import evaluate, export, info, models, sample
@@ -39,7 +39,7 @@ def cli():
     _setup_logging()
 
 
-for command in (train, sample, export, evaluate, info, models, serve, corpora, inspect_command, explain, plot,
+for command in (train, sample, export, evaluate, info, models, serve, corpora, inspect_command, cells, explain, plot,
                 experiment):
     cli.add_command(command)
 

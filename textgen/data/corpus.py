@@ -11,9 +11,11 @@ offset where it happened.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import glob
 import os
 import pathlib
+import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -102,6 +104,20 @@ class Corpus:
     def read_text(self) -> str:
         """Return the whole corpus as one string."""
         return "".join(self.iter_text())
+
+    def read_head(self, characters: int) -> str:
+        """Return the first ``characters`` characters of the text (all of it if shorter), reading no further."""
+        if isinstance(characters, bool) or not isinstance(characters, int) or characters < 0:
+            raise ConfigError(f"characters must be an integer >= 0. Received: characters={characters!r}")
+        parts, count = [], 0
+        # A character is at most 4 bytes in UTF-8, so a short head needs one small read.
+        with contextlib.closing(self.iter_text(max(1024, min(4 * characters, 1 << 20)))) as texts:
+            for text in texts:
+                parts.append(text)
+                count += len(text)
+                if count >= characters:
+                    break
+        return "".join(parts)[:characters]
 
     def sha256(self) -> str:
         """Return the hex SHA-256 of the raw bytes of all files, concatenated in order."""
@@ -204,6 +220,42 @@ def open_corpus(
     if corpus.total_bytes == 0:
         raise CorpusError(f"corpus is empty: every file in it has zero bytes. Received: inputs={texts!r}")
     return corpus
+
+
+# How open_corpus describes one input that became several files: "python (580 files)".
+_FILE_COUNT = re.compile(r" \((?:1 file|\d+ files)\)$")
+
+
+def recorded_corpus(record: dict | None) -> tuple[Corpus, bool] | None:
+    """The corpus a model's manifest records (its ``corpus`` section), if it can be read here without a download.
+
+    A training run records how ``open_corpus`` described its corpus (the one
+    input it was given: a named corpus, a file, a folder or a glob) with the
+    corpus's size and sha256. Returns that corpus, read as UTF-8 with
+    undecodable bytes replaced, and whether its bytes are the ones the model
+    was trained on. A path counts only if they are (a relative path was
+    relative to wherever training ran); a named corpus also when they differ
+    (the ``python`` corpus of another Python version). None when the record
+    names no single input, or its corpus is not here: a path that is gone, or
+    a named corpus that would have to be downloaded.
+    """
+    description = record.get("description") if isinstance(record, dict) else None
+    if not isinstance(description, str) or not description:
+        return None
+    single = _FILE_COUNT.sub("", description)
+    named = single in catalog.names() and not pathlib.Path(single).expanduser().exists()
+    try:
+        if named:
+            files = catalog.files_on_disk(single)
+            if files is None:
+                return None
+            corpus = Corpus(files, errors="replace", description=single)
+        else:
+            corpus = open_corpus(single, errors="replace")
+        same = corpus.total_bytes == record.get("bytes") and corpus.sha256() == record.get("sha256")
+    except CorpusError:
+        return None
+    return (corpus, same) if same or named else None
 
 
 def _resolve_input(text: str, nul_marks_binary: bool, skipped: pathlib.Path | None = None) -> list[pathlib.Path]:

@@ -1,1 +1,1 @@
-"""The lab: looking inside a trained model (inspect, explain) and experiments on the recurrent cells."""
+"""The lab: looking inside a trained model (inspect, cells, explain) and plotting learning curves."""

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from textgen import model_dir
-from textgen.errors import ExperimentError, PlotError
+from textgen.errors import PlotError, TextgenError
 from textgen.files import refuse_to_overwrite
-from textgen.lab.memory.plots import require_matplotlib
 
 
 @dataclasses.dataclass
@@ -90,7 +89,17 @@ def plot_curves(curves: Sequence[Curves], path, *, overwrite: bool = False) -> P
 
 
 def _pyplot():
+    return pyplot(PlotError("plotting needs matplotlib: pip install matplotlib. Received: plot=True"))
+
+
+def pyplot(missing: TextgenError):
+    """matplotlib's pyplot on the file-only Agg backend (no display is needed, and none is ever opened);
+    ``missing`` is raised when matplotlib is not installed."""
     try:
-        return require_matplotlib()
-    except ExperimentError:
-        raise PlotError("plotting needs matplotlib: pip install matplotlib. Received: plot=True") from None
+        import matplotlib
+    except ImportError:
+        raise missing from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -292,16 +292,18 @@ def render_png(trace: Trace, path, *, layer: int = 0, quantity: str | None = Non
     return path
 
 
-def check_destination(out_dir, *, overwrite: bool = False) -> dict[str, Path]:
+def check_destination(out_dir, *, overwrite: bool = False, files: dict[str, str] = INSPECT_FILES) -> dict[str, Path]:
     """The report's paths in ``out_dir``, or a ``ReportError`` if writing there would lose something.
 
-    Only the three report files can be replaced, and only with ``overwrite``;
-    other files in the folder are never touched.
+    ``files`` names the report's files by kind: those of ``textgen inspect``
+    unless another report (``CELLS_FILES``) says otherwise. Only those files
+    can be replaced, and only with ``overwrite``; other files in the folder
+    are never touched.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ReportError(f"the output path exists and is not a directory. Received: out='{out_dir}'")
-    paths = {kind: out_dir / name for kind, name in INSPECT_FILES.items()}
+    paths = {kind: out_dir / name for kind, name in files.items()}
     refuse_to_overwrite(paths.values(), overwrite=overwrite, error=ReportError,
                         hint="pass --overwrite to replace the report or choose another --out")
     return paths

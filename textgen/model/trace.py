@@ -14,6 +14,8 @@ import numpy as np
 # lstm and peephole all but update/reset; cifg the same (its input gate is 1 - forget);
 # gru update, reset, candidate, hidden; rnn only hidden (its state is its squashed sum).
 QUANTITIES = ("forget", "input", "output", "candidate", "update", "reset", "cell", "hidden")
+# The quantities that are gates: sigmoids, in [0, 1]. The others are states or the candidate (tanh).
+GATES = ("forget", "input", "output", "update", "reset")
 
 
 @dataclasses.dataclass

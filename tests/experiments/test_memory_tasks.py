@@ -5,8 +5,8 @@ import collections
 import numpy as np
 import pytest
 
-from textgen.lab.memory import tasks as memory_tasks
-from textgen.lab.memory.tasks import ALPHABET, TASKS, answer_for, decode, encode, generate
+from textgen.experiments.memory import tasks as memory_tasks
+from textgen.experiments.memory.tasks import ALPHABET, TASKS, answer_for, decode, encode, generate
 from textgen.errors import ConfigError
 
 KEYS = {"copy": memory_tasks.COPY_KEYS, "brackets": memory_tasks.OPENERS, "quote": memory_tasks.QUOTES}

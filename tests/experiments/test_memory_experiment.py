@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 from textgen.backend import tf
 from textgen.cli.main import cli
-from textgen.lab.memory import tasks as memory_tasks
+from textgen.experiments.memory import tasks as memory_tasks
 from textgen.errors import ConfigError, ExperimentError
-from textgen.lab.memory.experiment import (OUTPUTS, MemoryRun, MemorySettings, check_out_dir, format_table, gradient_norms,
+from textgen.experiments.memory.experiment import (OUTPUTS, MemoryRun, MemorySettings, check_out_dir, format_table, gradient_norms,
                                 model_config, run_memory_experiment, set_keep_bias,
                                 units_for_budget)
 from textgen.model.network import ModelStep, build_model, layer_weights

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from textgen.errors import ExperimentError
+from textgen.lab.curves import pyplot
 from textgen.model.cells import CELL_TYPES
 
 # One colour per cell type, the same in every figure.
@@ -19,16 +20,9 @@ COLOURS = dict(zip(CELL_TYPES, ("tab:green", "tab:olive", "tab:purple", "tab:blu
 
 
 def require_matplotlib():
-    """matplotlib's pyplot on the file-only Agg backend, or an error saying how to install it."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ExperimentError("the plots need matplotlib: pip install matplotlib, or pass "
-                              "--no-plots. Received: plots=True") from None
-    matplotlib.use("Agg", force=True)  # no display needed, and never one opened
-    import matplotlib.pyplot as plt
-
-    return plt
+    """matplotlib's pyplot, or an error saying how to install it or do without the figures."""
+    return pyplot(ExperimentError("the plots need matplotlib: pip install matplotlib, or pass --no-plots. "
+                                  "Received: plots=True"))
 
 
 def _panels(plt, count: int):

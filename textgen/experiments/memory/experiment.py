@@ -1,6 +1,6 @@
 """The long-memory experiment: can a cell carry one symbol across D steps?
 
-For every task of ``textgen.lab.memory.tasks``, every distance D and every
+For every task of ``textgen.experiments.memory.tasks``, every distance D and every
 cell, a one-layer model with about the same number of parameters is trained
 for the same CPU-time budget (and at most the same number of steps) on freshly
 generated batches, then scored by greedy accuracy at the dependent positions
@@ -35,8 +35,8 @@ from textgen.backend import keras, tf
 from textgen.config import SEED_MAX, check_float, check_int
 from textgen.errors import ConfigError, ExperimentError
 from textgen.files import refuse_to_overwrite, write_atomically
-from textgen.lab.memory import plots as figures
-from textgen.lab.memory.tasks import ALPHABET, MIN_DISTANCE, TASKS, SyntheticSet, generate, kinds
+from textgen.experiments.memory import plots as figures
+from textgen.experiments.memory.tasks import ALPHABET, MIN_DISTANCE, TASKS, SyntheticSet, generate, kinds
 from textgen.model.cells import CELL_TYPES, get_cell
 from textgen.model.loss import token_loss
 from textgen.model.network import ModelStep, build_model, layer_weights
