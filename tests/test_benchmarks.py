@@ -15,6 +15,8 @@ def test_generation_benchmark_runs_and_reports_both_paths():
     rows = [line.split() for line in result.stdout.splitlines() if line.strip() and line.split()[0].isdigit()]
     assert [row[0] for row in rows] == ["1", "3"]
     assert all(float(row[1].replace(",", "")) > 0 and float(row[2].replace(",", "")) > 0 for row in rows)
+    # The matmul ceiling for that row count, and the share of it the Python API reached.
+    assert all(float(row[4].replace(",", "")) > 0 and float(row[5]) > 0 for row in rows)
 
 
 def test_training_benchmark_runs_each_engine_on_a_tiny_model():
