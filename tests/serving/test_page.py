@@ -1,16 +1,13 @@
 """The page at ``/`` in headless Chromium, driven over the DevTools protocol: streaming, Stop, the gate view."""
 
 import json
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM, Browser
 from running_server import serve_models
 
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian: apt-get install chromium)")
 
 PROMPT = "ROMEO:\nBut soft"
@@ -34,71 +31,6 @@ def wait_until(probe, what: str, timeout: float = 20.0, interval: float = 0.02, 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
-
-
-class Browser:
-    """Headless Chromium with one page, reached over the DevTools protocol's websocket."""
-
-    def __init__(self, profile: Path):
-        from websockets.sync.client import connect
-
-        profile.mkdir(parents=True)
-        command = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                   "--no-default-browser-check", "--remote-debugging-port=0", f"--user-data-dir={profile}",
-                   "about:blank"]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, env={"HOME": str(profile), "PATH": "/usr/bin:/bin"})
-        self.socket, self.session, self.next_id = None, None, 0
-        try:
-            # Chromium writes the port it chose, then the browser's websocket path, once it listens.
-            port_file = profile / "DevToolsActivePort"
-
-            def listening():
-                if self.process.poll() is not None:
-                    raise AssertionError(f"chromium exited with status {self.process.returncode}")
-                lines = port_file.read_text().split() if port_file.is_file() else []
-                return lines if len(lines) >= 2 else None
-
-            port, path = wait_until(listening, "chromium's DevToolsActivePort")[:2]
-            self.socket = connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=10)
-            target = self.call("Target.createTarget", url="about:blank")["targetId"]
-            self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        except BaseException:
-            self.close()
-            raise
-
-    def call(self, method: str, timeout: float = 20.0, **params) -> dict:
-        """Send one command (to the page once attached) and return its result; events in between are skipped."""
-        self.next_id += 1
-        message = {"id": self.next_id, "method": method, "params": params}
-        if self.session is not None:
-            message["sessionId"] = self.session
-        self.socket.send(json.dumps(message))
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = json.loads(self.socket.recv(timeout=max(0.01, deadline - time.monotonic())))
-            if reply.get("id") == self.next_id:
-                if "error" in reply:
-                    raise AssertionError(f"{method} failed: {reply['error']}")
-                return reply["result"]
-
-    def evaluate(self, expression: str):
-        """The value of a JavaScript expression in the page (promises awaited); a thrown error fails the test."""
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            details = result["exceptionDetails"]
-            raise AssertionError(f"{expression!r} threw: {details.get('exception', {}).get('description', details)}")
-        return result["result"].get("value")
-
-    def close(self):
-        if self.socket is not None:
-            self.socket.close()
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
 
 
 @pytest.fixture

@@ -34,10 +34,10 @@ import re
 
 from pathlib import Path
 
-from textgen.errors import ConfigError, ReportError
-from textgen.files import write_atomically
+from textgen.errors import ConfigError
 from textgen.lab.cells import CONTROL_SHIFT, LEFT_SATURATED, RIGHT_SATURATED, CellReport
-from textgen.lab.inspect import DIVERGING, PALETTE, check_destination, token_colour, unit_scale, visible_token
+from textgen.lab.inspect import (DIVERGING, PALETTE, check_destination, token_colour, unit_scale, visible_token,
+                                 write_report_files)
 from textgen.model_dir import CELLS_FILES
 
 PAGE = "cells.html"  # package data beside this module, with the placeholders of _PLACEHOLDER
@@ -312,10 +312,4 @@ def write_cells_report(report: CellReport, out_dir, *, overwrite: bool = False) 
     data = report.to_dict()
     contents = {"json": json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")}
     contents["html"] = render_cells_html(data).encode("utf-8")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for kind, path in paths.items():
-            write_atomically(path, contents[kind])
-    except OSError as exc:
-        raise ReportError(f"could not write the report: {exc.strerror or exc}. Received: out='{out_dir}'") from None
-    return paths
+    return write_report_files(out_dir, paths, contents)

@@ -325,6 +325,12 @@ def write_report(trace: Trace, out_dir, *, layer: int = 0, quantity: str | None 
         "png": _png_bytes(trace, chosen, PNG_MAX_UNITS),
         "json": json.dumps(trace_json(trace), separators=(",", ":"), allow_nan=False).encode("utf-8"),
     }
+    return write_report_files(out_dir, paths, contents)
+
+
+def write_report_files(out_dir: Path, paths: dict[str, Path], contents: dict[str, bytes]) -> dict[str, Path]:
+    """Write each of a report's rendered files (``contents`` by kind) to its path from ``check_destination``,
+    atomically, creating ``out_dir`` if missing; return ``paths``."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for kind, path in paths.items():
