@@ -14,7 +14,8 @@ determines the text, whatever ran before and whatever is drawn beside it.
 from __future__ import annotations
 
 from textgen.backend import tf
-from textgen.generation.sampling import log_probability, row_keys, sample_next, stop_alternatives
+from textgen.generation.sampling import (gumbel_noise, log_probability, row_keys, sample_next, sample_with_noise,
+                                         stop_alternatives)
 from textgen.model.network import ModelStep
 
 
@@ -122,7 +123,7 @@ class Generator(tf.Module):
 
     @tf.autograph.experimental.do_not_convert
     def _draw_steps(self, logits, states, keys, positions, count, temperature, top_k, top_p, forced=None,
-                    forced_counts=None):
+                    forced_counts=None, noise_ahead=False):
         """Sample ``count`` (<= DRAW_CHUNK) tokens for every row, with no string work.
 
         keys (B,), positions (B,): row b draws its k-th token of this call from
@@ -135,6 +136,10 @@ class Generator(tf.Module):
         ``positions[b]``. Returns ids (DRAW_CHUNK, B), of which the first
         ``count`` rows are drawn (or read), their log-probabilities
         (DRAW_CHUNK, B), and the logits and states after the last of them.
+        With ``noise_ahead`` the random noise of all ``count`` steps is made
+        before the loop, in a few large ops rather than a few dozen small ones
+        a step: the same numbers, for the graph loop, whose every op costs a
+        kernel launch (XLA fuses the per-step ops anyway).
         """
         if forced is None:
             forced = tf.zeros([tf.shape(logits)[0], 1], tf.int32)
@@ -145,9 +150,17 @@ class Generator(tf.Module):
         # XLA then compiles once per batch size, not once per chunk length.
         drawn = tf.zeros([DRAW_CHUNK, tf.shape(logits)[0]], tf.int32)  # (DRAW_CHUNK, B)
         scores = tf.zeros([DRAW_CHUNK, tf.shape(logits)[0]], tf.float32)  # (DRAW_CHUNK, B)
+        if noise_ahead:
+            batch, vocab = tf.shape(logits)[0], tf.shape(logits)[1]
+            step_positions = positions[tf.newaxis, :] + tf.range(count)[:, tf.newaxis] - forced_counts  # (n, B)
+            noise = tf.reshape(gumbel_noise(tf.tile(keys, [count]), tf.reshape(step_positions, [-1]), vocab),
+                               [count, batch, vocab])  # (n, B, V)
 
         def body(k, logits, states, drawn, scores):
-            next_ids = sample_next(logits, temperature, top_k, top_p, keys, positions + k - forced_counts)  # (B,)
+            if noise_ahead:
+                next_ids = sample_with_noise(logits, temperature, top_k, top_p, tf.gather(noise, k))  # (B,)
+            else:
+                next_ids = sample_next(logits, temperature, top_k, top_p, keys, positions + k - forced_counts)
             next_ids = tf.where(k < forced_counts, tf.gather(forced, tf.minimum(k, last_forced), axis=1), next_ids)
             # Scored on the logits it was drawn from, before the step moves past them.
             score = log_probability(logits, next_ids)  # (B,)
@@ -179,7 +192,7 @@ class Generator(tf.Module):
         """
         inputs = (logits, states, keys, positions, count, temperature, top_k, top_p, forced, forced_counts)
         return tf.cond(tf.shape(logits)[0] <= XLA_MAX_BATCH, lambda: self._draw_compiled(*inputs),
-                       lambda: self._draw_steps(*inputs))
+                       lambda: self._draw_steps(*inputs, noise_ahead=True))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
                                   tf.TensorSpec([None], tf.int32, name="prompt_row_lengths")], autograph=False)
@@ -239,7 +252,8 @@ class Generator(tf.Module):
             if batch <= XLA_MAX_BATCH:
                 drawn, scores, logits, states = self._draw_compiled(logits, states, keys, positions, count, *per_row)
             else:
-                drawn, scores, logits, states = self._draw_steps(logits, states, keys, positions, count, *per_row)
+                drawn, scores, logits, states = self._draw_steps(logits, states, keys, positions, count, *per_row,
+                                                                 noise_ahead=True)
             kept = count
             if has_stops:
                 for k in tf.range(count):

@@ -70,6 +70,11 @@ def _per_row(value, batch, dtype):
     return tf.broadcast_to(value, [batch])
 
 
+def gumbel_noise(keys, positions, vocab):
+    """Gumbel noise, -log(-log(u)) of ``uniform_noise``: keys (B,) uint32, positions (B,) int -> (B, V) float32."""
+    return -tf.math.log(-tf.math.log(uniform_noise(keys, positions, vocab)))
+
+
 def sample_next(logits, temperature, top_k, top_p, keys, positions):
     """Draw one token per row. logits (B, V) float32 -> ids (B,) int32.
 
@@ -78,16 +83,24 @@ def sample_next(logits, temperature, top_k, top_p, keys, positions):
     with temperature 0 is greedy (argmax); top_k 0 and top_p 1 switch those
     filters off for a row. A row's draw is argmax(filtered logits /
     temperature + Gumbel noise), which is a draw from the filtered softmax,
-    the noise being that row's ``uniform_noise`` at its position. Inputs are
+    the noise being that row's ``gumbel_noise`` at its position. Inputs are
     assumed valid: ``SampleConfig`` checks them, and the graph must not raise
     halfway through a batch.
     """
     logits = tf.convert_to_tensor(logits, tf.float32)
     batch, vocab = tf.shape(logits)[0], tf.shape(logits)[1]
+    positions = _per_row(positions, batch, tf.int32)
+    return sample_with_noise(logits, temperature, top_k, top_p, gumbel_noise(keys, positions, vocab))
+
+
+def sample_with_noise(logits, temperature, top_k, top_p, gumbel):
+    """``sample_next`` with each row's Gumbel noise (B, V) given, as ``gumbel_noise`` makes it: a loop that
+    knows its positions ahead makes the noise of all its steps at once. -> ids (B,) int32."""
+    logits = tf.convert_to_tensor(logits, tf.float32)
+    batch, vocab = tf.shape(logits)[0], tf.shape(logits)[1]
     temperature = _per_row(temperature, batch, tf.float32)
     top_k = _per_row(top_k, batch, tf.int32)
     top_p = _per_row(top_p, batch, tf.float32)
-    positions = _per_row(positions, batch, tf.int32)
     sampled_rows = temperature > 0.0  # (B,)
     scaled = logits / tf.where(sampled_rows, temperature, 1.0)[:, tf.newaxis]  # (B, V)
     very_negative = tf.fill(tf.shape(scaled), tf.constant(-1e30, tf.float32))
@@ -112,8 +125,7 @@ def sample_next(logits, temperature, top_k, top_p, keys, positions):
     # Each filter costs a sort of (B, V): skipped when no row asks for it.
     scaled = tf.cond(tf.reduce_any(top_k > 0), lambda: keep_top_k(scaled), lambda: scaled)
     scaled = tf.cond(tf.reduce_any(top_p < 1.0), lambda: keep_top_p(scaled), lambda: scaled)
-    gumbel = -tf.math.log(-tf.math.log(uniform_noise(keys, positions, vocab)))  # (B, V)
-    drawn = tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)
+    drawn = tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)  # gumbel (B, V)
     return tf.where(sampled_rows, drawn, tf.argmax(logits, axis=-1, output_type=tf.int32))
 
 
