@@ -315,6 +315,13 @@ CHUNK_TOKENS = 8
 MAX_ROWS = 256
 
 
+# The text ``textgen cells`` reads, in characters: by default, and at most. A trace holds layers x
+# quantities x T x U float32 numbers: for the shipped 2 x 512 LSTMs (6 quantities) 24 KiB a token,
+# so 20,000 characters (char-level) hold about 470 MiB.
+CELLS_CHARACTERS = 8_000
+CELLS_MAX_CHARACTERS = 20_000
+
+
 # What a watched run prints at a validation: samples of this many tokens, at these temperatures.
 SAMPLE_LENGTH = 200
 SAMPLE_TEMPERATURES = (0.5, 1.0)

@@ -17,7 +17,7 @@ import numpy as np
 
 from textgen import model_dir
 from textgen.backend import keras
-from textgen.config import MAX_LENGTH, SampleConfig, TrainConfig, check_int, fail
+from textgen.config import CELLS_CHARACTERS, MAX_LENGTH, SampleConfig, TrainConfig, check_int, fail
 from textgen.errors import ConfigError, ModelDirError, TrainingError
 from textgen.generation.conversation import Conversation
 from textgen.generation.generator import Generator
@@ -151,7 +151,7 @@ class TextModel:
         return Trace(cell=self.config.cell, tokens=[strings[i] for i in ids], generated_from=given, layers=layers,
                      ids=[int(i) for i in ids])
 
-    def find_cells(self, text: str | None = None, *, corpus=None, characters: int = 8000, top: int = 3,
+    def find_cells(self, text: str | None = None, *, corpus=None, characters: int = CELLS_CHARACTERS, top: int = 3,
                    progress: Callable[[str], None] | None = None) -> CellReport:
         """Find the units that follow nameable features of a text (quotes, line position, brackets...).
 
@@ -159,7 +159,7 @@ class TextModel:
         corpus ``corpus`` names (a named corpus such as ``"python"``, a file, a
         folder or a glob); else of the corpus this model was trained on, when
         its manifest records it and it can be read here without a download.
-        ``characters`` is at most ``textgen.lab.cells.MAX_CHARACTERS`` (20,000):
+        ``characters`` is at most ``textgen.config.CELLS_MAX_CHARACTERS`` (20,000):
         the trace of T tokens holds layers x quantities x T x units float32
         numbers, about 470 MiB for the shipped 2 x 512 LSTMs at that length.
         Returns a ``textgen.lab.cells.CellReport`` with the ``top`` units per

@@ -9,8 +9,9 @@ from click.testing import CliRunner
 
 from textgen import model_dir
 from textgen.cli.main import cli
+from textgen.config import CELLS_MAX_CHARACTERS
 from textgen.errors import ConfigError, ReportError
-from textgen.lab.cells import (CONTROL_SHIFT, LEFT_SATURATED, MAX_CHARACTERS, RIGHT_SATURATED, TRACKED_R, CellReport,
+from textgen.lab.cells import (CONTROL_SHIFT, LEFT_SATURATED, RIGHT_SATURATED, TRACKED_R, CellReport,
                                find_cells, gate_saturation, render_table, text_to_read)
 from textgen.lab.cells_page import write_cells_report
 from textgen.lab.features import Feature, get_feature
@@ -284,8 +285,8 @@ def test_the_text_read_is_given_or_a_corpus_cut_to_length(tmp_path):
     assert text == "é" * 2500 and source == f"corpus {corpus}, characters 0-2500"
     with pytest.raises(ConfigError, match=r"not both\. Received: corpus='python'$"):
         text_to_read("x", corpus="python")
-    with pytest.raises(ConfigError, match=rf"between 1 and {MAX_CHARACTERS}\. Received: characters=20001$"):
-        text_to_read("x", characters=MAX_CHARACTERS + 1)
+    with pytest.raises(ConfigError, match=rf"between 1 and {CELLS_MAX_CHARACTERS}\. Received: characters=20001$"):
+        text_to_read("x", characters=CELLS_MAX_CHARACTERS + 1)
     with pytest.raises(ConfigError, match=r"Received: text=bytes$"):
         text_to_read(b"x")
 

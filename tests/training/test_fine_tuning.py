@@ -14,7 +14,7 @@ from textgen.config import FINE_TUNE_LEARNING_RATE, LEARNING_RATE
 from textgen.errors import ConfigError
 from textgen.files import file_sha256
 from textgen.model.network import grow_vocabulary, named_weights
-from textgen.model_dir import summary
+from textgen.model_info import summary
 from textgen.training import loop
 
 from conftest import TINY_TEXT

@@ -14,8 +14,7 @@ import click
 from textgen.cli.completion import model_directories
 from textgen.cli.edge import library_errors
 from textgen.cli.options import CommaList, Duration
-from textgen.config import SampleConfig, draw_seed
-from textgen.lab.cells import DEFAULT_CHARACTERS, MAX_CHARACTERS  # plain NumPy: --help stays fast
+from textgen.config import CELLS_CHARACTERS, CELLS_MAX_CHARACTERS, SampleConfig, draw_seed
 from textgen.model.trace import QUANTITIES  # plain NumPy: --help stays fast
 
 
@@ -74,8 +73,8 @@ def inspect_command(model_dir, prompt, continuation, temperature, seed, layer, q
 @click.option("--corpus", metavar="NAME",
               help="Read this corpus instead of TEXT: a named corpus (python, tinyshakespeare), a file, a folder or "
                    "a glob (default: the corpus the model was trained on, if it is here).")
-@click.option("--characters", type=int, default=DEFAULT_CHARACTERS, show_default=True,
-              help=f"Characters of the text or corpus to read (at most {MAX_CHARACTERS}).")
+@click.option("--characters", type=int, default=CELLS_CHARACTERS, show_default=True,
+              help=f"Characters of the text or corpus to read (at most {CELLS_MAX_CHARACTERS}).")
 @click.option("--top", type=int, default=3, show_default=True, help="Units reported per feature.")
 @click.option("--out", "-o", type=click.Path(file_okay=False),
               help="Folder for cells.html and cells.json (default: MODEL_DIR/cells; needed for a shipped model).")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import click
 
 from textgen.cli.completion import model_directories

@@ -133,12 +133,12 @@ def evaluate(model_dir, text, as_json, encoding, errors):
 def info(model_dir, as_json):
     """Describe a model directory: settings, corpus, metrics, versions."""
     with library_errors():
-        from textgen import model_dir as directory
+        from textgen import model_info
 
         if as_json:
-            click.echo(json.dumps(directory.describe(model_dir), indent=2, sort_keys=True))
+            click.echo(json.dumps(model_info.describe(model_dir), indent=2, sort_keys=True))
         else:
-            click.echo(directory.summary(model_dir))
+            click.echo(model_info.summary(model_dir))
 
 
 @click.command()
@@ -146,7 +146,7 @@ def info(model_dir, as_json):
 def models(as_json):
     """List the models shipped with textgen, usable by name wherever MODEL_DIR is taken."""
     with library_errors():
-        from textgen.model_dir import shipped_listing
+        from textgen.model_info import shipped_listing
 
         listing = shipped_listing()
         if as_json:

@@ -32,7 +32,6 @@ from textgen.generation.sampling import row_keys
 from textgen.generation.samples import STOP_LENGTH, STOP_STRING, Sample
 
 
-
 @dataclasses.dataclass(frozen=True)
 class RowUpdate:
     """What one row of a request gained in one call of the loop.

@@ -45,7 +45,7 @@ from typing import Sequence
 
 import numpy as np
 
-from textgen.config import check_int, fail
+from textgen.config import CELLS_CHARACTERS, CELLS_MAX_CHARACTERS, check_int, fail
 from textgen.errors import ConfigError
 from textgen.lab.features import Feature, resolve_features
 from textgen.lab.inspect import check_trace
@@ -58,10 +58,6 @@ CONTROL_SHIFT = 4  # the control shifts each feature circularly by T // CONTROL_
 CONSTANT_TOLERANCE = 1e-6  # a standard deviation at most this share of the largest |value| (or 1) is none
 MIN_TOKENS = 20  # each half needs enough tokens for a correlation to say anything
 MAX_TOP = 50  # units reported per feature, at most
-DEFAULT_CHARACTERS = 8_000
-# A trace holds layers x quantities x T x U float32 numbers: for the shipped 2 x 512 LSTMs
-# (6 quantities) 24 KiB a token, so 20,000 characters (char-level) hold about 470 MiB.
-MAX_CHARACTERS = 20_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,11 +256,11 @@ def render_table(report: CellReport) -> str:
     return "\n".join(lines)
 
 
-def text_to_read(text: str | None = None, *, corpus=None, characters: int = DEFAULT_CHARACTERS,
+def text_to_read(text: str | None = None, *, corpus=None, characters: int = CELLS_CHARACTERS,
                  trained_on: dict | None = None) -> tuple[str, str]:
     """The text a model reads to find its cells, and what it is (a report's ``source``).
 
-    The first ``characters`` characters (1 to ``MAX_CHARACTERS``) of:
+    The first ``characters`` characters (1 to ``CELLS_MAX_CHARACTERS``) of:
     ``text``; else the corpus ``corpus`` names (anything
     ``textgen.data.corpus.open_corpus`` takes: a named corpus, a file, a
     folder or a glob); else the corpus a model was trained on, as its
@@ -274,7 +270,7 @@ def text_to_read(text: str | None = None, *, corpus=None, characters: int = DEFA
     """
     from textgen.data.corpus import open_corpus, recorded_corpus  # here, so that textgen --help need not
 
-    check_int("characters", characters, 1, MAX_CHARACTERS)
+    check_int("characters", characters, 1, CELLS_MAX_CHARACTERS)
     if text is not None and corpus is not None:
         raise ConfigError(f"give a text or a corpus, not both. Received: corpus={corpus!r}")
     if text is not None:
