@@ -6,8 +6,11 @@ kernels must be switched on before TensorFlow is imported, or they stay off on
 AMD CPUs such as this project's reference machine.
 """
 
+import importlib
+import importlib.util
 import os
 import sys
+import types
 
 from textgen.errors import TextgenError
 
@@ -21,6 +24,39 @@ if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != "
     )
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
+
+class _DeferredPyplot(types.ModuleType):
+    """Stands in for ``matplotlib.pyplot`` until one of its names is used, then imports it and hands over.
+
+    Keras imports pyplot at start-up whenever matplotlib is installed, for
+    image galleries textgen never draws, and executing pyplot is a noticeable
+    part of every command's start. The stand-in carries the module's import
+    record (``__spec__``), so importing ``matplotlib.pyplot`` returns it without
+    running anything; the first other name looked up imports the real module,
+    which then replaces the stand-in in ``sys.modules``. Every later lookup,
+    through the stand-in or not, reaches the real module.
+    """
+
+    def __init__(self, spec):
+        super().__init__(spec.name)
+        self.__spec__ = spec
+
+    def __getattr__(self, name):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def _defer_pyplot():
+    """Put the pyplot stand-in in place, if matplotlib is installed and pyplot not yet imported."""
+    if "matplotlib.pyplot" in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec("matplotlib.pyplot")
+    except ImportError:
+        return
+    if spec is not None:
+        sys.modules["matplotlib.pyplot"] = _DeferredPyplot(spec)
 
 
 def _import_quietly():
@@ -52,6 +88,7 @@ def _import_quietly():
     return tensorflow, keras_module
 
 
+_defer_pyplot()
 tf, keras = _import_quietly()
 
 __all__ = ["tf", "keras"]

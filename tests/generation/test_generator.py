@@ -234,3 +234,41 @@ def test_row_draws_are_the_same_under_xla_and_not(generator):
     compiled = generator._draw_compiled(*inputs)
     plain = tf.function(generator._draw_steps)(*inputs)
     np.testing.assert_array_equal(compiled[0].numpy()[:20], plain[0].numpy()[:20])
+
+
+def test_stops_found_a_chunk_at_once_match_a_token_by_token_search():
+    # Multi-character and non-ASCII tokens, so that a stop string can span tokens and
+    # characters are not bytes.
+    strings = ["a", "b", "ab", "é", "ßx", "\n", " ", "ba", "xé"]
+    generator = Generator(None, strings, start_id=0)
+    stops = ["bab", "é\n", "x"]
+    window = max(len(stop) for stop in stops) + generator.longest_token
+    pattern = tf.strings.join(["(?s).*(?:", tf.strings.reduce_join(stops, separator="|"), ").*"])
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        count, batch = int(rng.integers(1, 12)), int(rng.integers(1, 6))
+        drawn = rng.integers(0, len(strings), size=(count, batch)).astype(np.int32)
+        tails = [str(rng.choice(["", "ba", "é", "zz"])) for _ in range(batch)]
+        done = rng.random(batch) < 0.3
+        if done.all():
+            done[0] = False
+        produced = np.full(batch, 99, np.int32)
+        kept, new_tails, new_done, new_produced = generator._find_stops(
+            tf.constant(drawn), tf.constant(5), tf.constant(tails), tf.constant(done), tf.constant(produced),
+            tf.constant(window), pattern)
+
+        # The reference: a tail grown and trimmed token by token, stopping once every row has stopped.
+        ref_tails, ref_done, ref_produced, ref_kept = list(tails), done.copy(), produced.copy(), count
+        for k in range(count):
+            if ref_done.all():
+                break
+            for b in range(batch):
+                ref_tails[b] = (ref_tails[b] + strings[drawn[k, b]])[-window:]
+                if not ref_done[b] and any(stop in ref_tails[b] for stop in stops):
+                    ref_done[b], ref_produced[b] = True, 5 + k + 1
+            ref_kept = k + 1
+        assert int(kept) == ref_kept
+        np.testing.assert_array_equal(new_done.numpy(), ref_done)
+        np.testing.assert_array_equal(new_produced.numpy(), ref_produced)
+        if not ref_done.all():  # the tails carry on to the next chunk only while a row is still going
+            assert [text.decode("utf-8") for text in new_tails.numpy()] == ref_tails

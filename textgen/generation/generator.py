@@ -13,6 +13,8 @@ determines the text, whatever ran before and whatever is drawn beside it.
 
 from __future__ import annotations
 
+import functools
+
 from textgen.backend import tf
 from textgen.generation.sampling import (gumbel_noise, log_probability, row_keys, sample_next, sample_with_noise,
                                          stop_alternatives)
@@ -62,10 +64,9 @@ _CHUNK_SIGNATURE = [
 ]
 
 
-# Only ``sample`` is written with Python control flow for autograph to convert. Everything else is
-# written in TensorFlow's own (tf.while_loop, tf.where), and is kept out of autograph's reach
-# (autograph=False, do_not_convert): converting it, and the model's step beneath it, again for
-# each trace is pure Python work paid before the first token of every process.
+# Everything here is written in TensorFlow's own control flow (tf.while_loop, tf.cond, tf.where) and
+# kept out of autograph's reach (autograph=False, do_not_convert): converting it, and the model's
+# step beneath it, again for each trace is pure Python work paid before the first token of every process.
 
 
 class Generator(tf.Module):
@@ -191,8 +192,7 @@ class Generator(tf.Module):
         size and ``forced`` width it meets.
         """
         inputs = (logits, states, keys, positions, count, temperature, top_k, top_p, forced, forced_counts)
-        return tf.cond(tf.shape(logits)[0] <= XLA_MAX_BATCH, lambda: self._draw_compiled(*inputs),
-                       lambda: self._draw_steps(*inputs, noise_ahead=True))
+        return self._draw_either(*inputs)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="prompt_values"),
                                   tf.TensorSpec([None], tf.int32, name="prompt_row_lengths")], autograph=False)
@@ -219,18 +219,42 @@ class Generator(tf.Module):
         """
         return self._read(tf.RaggedTensor.from_row_lengths(prompt_values, prompt_row_lengths), logits, states)
 
-    @tf.function(input_signature=_CHUNK_SIGNATURE)
-    def sample(self, logits, states, start, end, length, temperature, top_k, top_p, seed, stop, tails, done,
-               produced):
-        """Draw tokens start..end-1 (of ``length`` in all), carrying everything to the next call.
+    def _draw_either(self, *inputs):
+        """``_draw_steps`` under XLA for up to XLA_MAX_BATCH rows, else in the graph loop; the batch is known
+        only when the graph runs (a tf.cond, both sides traced)."""
+        return tf.cond(tf.shape(inputs[0])[0] <= XLA_MAX_BATCH, lambda: self._draw_compiled(*inputs),
+                       lambda: self._draw_steps(*inputs, noise_ahead=True))
 
-        Returns (ids (B, T<=end-start), their log-probabilities (B, T), logits,
-        states, tails, done, produced). ``start`` < ``end``: at least one token is drawn.
-        Tokens are drawn DRAW_CHUNK at a time by ``_draw_steps``; stop
-        strings are then looked for token by token in a sliding tail of each
-        row's new text, long enough to hold the longest stop string plus one
-        token, and drawing ends at the token where every row has stopped.
+    def _find_stops(self, drawn, t, tails, done, produced, window, stop_pattern):
+        """Look for the first stop string ending at each of a chunk's tokens, every token at once.
+
+        drawn (n, B) are the ids of tokens t..t+n-1. The text after token k of
+        row b is ``tails[b]`` plus the strings of tokens 0..k; its last
+        ``window`` characters are matched, as a sliding tail token by token
+        would, so a stop string is found at the token that completes it and
+        never later. -> kept (tokens up to the one where every row had
+        stopped, else n), tails after the kept tokens, done, produced (B,).
         """
+        count = tf.shape(drawn)[0]
+        pieces = tf.gather(self.token_strings, drawn)  # (n, B)
+        joined = tf.strings.join([tails, tf.strings.reduce_join(pieces, axis=0)])  # (B,)
+        # Token strings are whole characters, so character counts add up.
+        ends = tf.strings.length(tails, unit="UTF8_CHAR")[tf.newaxis, :] + tf.cumsum(
+            tf.strings.length(pieces, unit="UTF8_CHAR"), axis=0)  # (n, B)
+        begins = tf.maximum(ends - window, 0)
+        texts = tf.strings.substr(tf.broadcast_to(joined, tf.shape(ends)), begins, ends - begins,
+                                  unit="UTF8_CHAR")  # (n, B): each token's tail
+        hits = tf.strings.regex_full_match(texts, stop_pattern) & tf.logical_not(done)[tf.newaxis, :]  # (n, B)
+        stopped = tf.reduce_any(hits, axis=0)  # (B,)
+        first = tf.argmax(tf.cast(hits, tf.int32), axis=0, output_type=tf.int32)  # (B,): 0 where none
+        produced = tf.where(stopped, t + first + 1, produced)
+        done = done | stopped
+        kept = tf.where(tf.reduce_all(done), tf.reduce_max(tf.where(stopped, first + 1, 0)), count)
+        return kept, tf.gather(texts, kept - 1), done, produced
+
+    def _sample_chunks(self, draw, logits, states, start, end, length, temperature, top_k, top_p, seed, stop,
+                       tails, done, produced):
+        """``sample``'s loop, drawing each chunk of up to DRAW_CHUNK tokens with ``draw`` (a ``_draw_steps``)."""
         batch = tf.shape(logits)[0]
         keys = row_keys(seed, tf.range(batch))  # (B,)
         per_row = (tf.fill([batch], temperature), tf.fill([batch], top_k), tf.fill([batch], top_p))
@@ -239,42 +263,56 @@ class Generator(tf.Module):
         stop_pattern = tf.strings.join(["(?s).*(?:", alternatives, ").*"])
         window = tf.reduce_max(tf.concat([tf.strings.length(stop, unit="UTF8_CHAR"), [0]], 0)) + self.longest_token
 
+        def body(chunk, t, logits, states, tails, done, produced, pieces, score_pieces):
+            count = tf.minimum(end - t, DRAW_CHUNK)
+            drawn, scores, logits, states = draw(logits, states, keys, tf.fill([batch], t), count, *per_row)
+            drawn, scores = drawn[:count], scores[:count]  # (n, B)
+            kept, tails, done, produced = tf.cond(
+                has_stops, lambda: self._find_stops(drawn, t, tails, done, produced, window, stop_pattern),
+                lambda: (count, tails, done, produced))
+            return (chunk + 1, t + kept, logits, states, tails, done, produced, pieces.write(chunk, drawn[:kept]),
+                    score_pieces.write(chunk, scores[:kept]))
+
         pieces = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None, None], infer_shape=False)
         score_pieces = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None],
                                       infer_shape=False)
-        chunk = 0
-        t = start
-        while t < end and not tf.reduce_all(done):
-            tf.autograph.experimental.set_loop_options(
-                shape_invariants=[(logits, tf.TensorShape([None, None])), (states, tf.TensorShape([None, None, None]))])
-            count = tf.minimum(end - t, DRAW_CHUNK)
-            positions = tf.fill([batch], t)
-            if batch <= XLA_MAX_BATCH:
-                drawn, scores, logits, states = self._draw_compiled(logits, states, keys, positions, count, *per_row)
-            else:
-                drawn, scores, logits, states = self._draw_steps(logits, states, keys, positions, count, *per_row,
-                                                                 noise_ahead=True)
-            kept = count
-            if has_stops:
-                for k in tf.range(count):
-                    if not tf.reduce_all(done):
-                        tails = tf.strings.join([tails, tf.gather(self.token_strings, drawn[k])])
-                        tail_length = tf.strings.length(tails, unit="UTF8_CHAR")
-                        tails = tf.strings.substr(tails, tf.maximum(tail_length - window, 0),
-                                                  tf.fill([batch], window), unit="UTF8_CHAR")
-                        hit = tf.strings.regex_full_match(tails, stop_pattern) & tf.logical_not(done)
-                        produced = tf.where(hit, t + k + 1, produced)
-                        done = done | hit
-                        kept = k + 1
-            pieces = pieces.write(chunk, drawn[:kept])
-            score_pieces = score_pieces.write(chunk, scores[:kept])
-            chunk += 1
-            t += kept
+        _, t, logits, states, tails, done, produced, pieces, score_pieces = tf.while_loop(
+            lambda chunk, t, logits, states, tails, done, *_: (t < end) & tf.logical_not(tf.reduce_all(done)), body,
+            (0, start, logits, states, tails, done, produced, pieces, score_pieces),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([]), tf.TensorShape([None, None]),
+                              tf.TensorShape([None, None, None]), tails.shape, done.shape, produced.shape,
+                              tf.TensorShape(None), tf.TensorShape(None)))
         new_ids = tf.transpose(tf.reshape(pieces.concat(), [t - start, batch]))  # (B, T)
         new_scores = tf.transpose(tf.reshape(score_pieces.concat(), [t - start, batch]))  # (B, T)
         done = done | (t >= length)
         # produced stays ``length`` for rows without a stop; callers clamp it to the tokens they have.
         return new_ids, new_scores, logits, states, tails, done, produced
+
+    @tf.function(input_signature=_CHUNK_SIGNATURE, autograph=False)
+    def _sample_few(self, *chunk):
+        """``_sample_chunks`` for up to XLA_MAX_BATCH rows: only the XLA loop is traced and compiled."""
+        return self._sample_chunks(self._draw_compiled, *chunk)
+
+    @tf.function(input_signature=_CHUNK_SIGNATURE, autograph=False)
+    def _sample_many(self, *chunk):
+        """``_sample_chunks`` for more than XLA_MAX_BATCH rows: only the graph loop is traced."""
+        return self._sample_chunks(functools.partial(self._draw_steps, noise_ahead=True), *chunk)
+
+    def sample(self, logits, states, start, end, length, temperature, top_k, top_p, seed, stop, tails, done,
+               produced):
+        """Draw tokens start..end-1 (of ``length`` in all), carrying everything to the next call.
+
+        Returns (ids (B, T<=end-start), their log-probabilities (B, T), logits,
+        states, tails, done, produced). ``start`` < ``end``: at least one token is drawn.
+        Tokens are drawn DRAW_CHUNK at a time by ``_draw_steps``; stop
+        strings are then looked for at every token of the chunk in a sliding
+        tail of each row's new text, long enough to hold the longest stop
+        string plus one token, and drawing ends at the token where every row
+        has stopped. Called with eager tensors, whose batch is known, so that
+        a process traces and compiles only the loop its batch size runs.
+        """
+        chunk = (logits, states, start, end, length, temperature, top_k, top_p, seed, stop, tails, done, produced)
+        return (self._sample_few if logits.shape[0] <= XLA_MAX_BATCH else self._sample_many)(*chunk)
 
     def begin(self, prompt_values, prompt_row_lengths, length, carried=None):
         """Read the prompts and set up what ``sample`` carries between calls, up to token ``length``.
@@ -296,6 +334,7 @@ class Generator(tf.Module):
     def generate(self, prompt_values, prompt_row_lengths, length, temperature, top_k, top_p, seed, stop):
         """The whole job in one graph call, as the SavedModel serves it: -> new ids (B, T), tokens kept (B,)."""
         logits, states, tails, done, produced = self.begin(prompt_values, prompt_row_lengths, length)
-        new_ids, _, _, _, _, _, produced = self.sample(logits, states, 0, length, length, temperature, top_k, top_p,
-                                                      seed, stop, tails, done, produced)
+        new_ids, _, _, _, _, _, produced = self._sample_chunks(self._draw_either, logits, states, 0, length, length,
+                                                               temperature, top_k, top_p, seed, stop, tails, done,
+                                                               produced)
         return new_ids, tf.minimum(produced, tf.shape(new_ids)[1])
