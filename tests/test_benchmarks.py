@@ -35,6 +35,18 @@ def test_training_benchmark_runs_each_engine_on_a_tiny_model():
         assert len(lines[engine][6:]) == 2  # the full run and one interleaved speed-only run
 
 
+def test_train_command_benchmark_times_textgen_train_and_the_harness_step_in_rounds():
+    corpus = Path(__file__).resolve().parents[1] / "README.md"  # any text will do for a smoke run
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "train_command.py"), "--corpus", str(corpus),
+                             "--units", "8", "--embedding-dim", "4", "--batch-size", "4", "--seq-length", "10",
+                             "--short", "2", "--long", "6", "--repeats", "2"], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rounds = [line.split() for line in result.stdout.splitlines() if line.split() and line.split()[0].isdigit()]
+    assert [row[0] for row in rounds] == ["1", "2"]
+    assert all(len(row) == 6 for row in rounds)  # train, harness and torch tokens/s, and the two ratios
+
+
 def test_corpus_memory_benchmark_measures_tokenizing_and_training_on_a_tiny_corpus(tmp_path):
     result = subprocess.run([sys.executable, str(BENCHMARKS / "corpus_memory.py"), "--size", "300k", "--steps", "2",
                              "--units", "4", "--embedding-dim", "4", "--seq-length", "20", "--batch-size", "4",

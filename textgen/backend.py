@@ -31,7 +31,7 @@ class _DeferredPyplot(types.ModuleType):
     Keras imports pyplot at start-up whenever matplotlib is installed, for
     image galleries textgen never draws, and executing pyplot is a noticeable
     part of every command's start. The stand-in carries the module's import
-    record (``__spec__``), so importing ``matplotlib.pyplot`` returns it without
+    record (``__spec__``, ``__file__``), so importing ``matplotlib.pyplot`` returns it without
     running anything; the first other name looked up imports the real module,
     which then replaces the stand-in in ``sys.modules``. Every later lookup,
     through the stand-in or not, reaches the real module.
@@ -39,7 +39,9 @@ class _DeferredPyplot(types.ModuleType):
 
     def __init__(self, spec):
         super().__init__(spec.name)
-        self.__spec__ = spec
+        # What importing and module scans (autograph reads every module's __file__) look at.
+        self.__spec__, self.__loader__, self.__file__ = spec, spec.loader, spec.origin
+        self.__package__ = spec.parent
 
     def __getattr__(self, name):
         if sys.modules.get(self.__name__) is self:

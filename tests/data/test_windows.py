@@ -1,9 +1,11 @@
 """Windows over lazy token ids: splits, shuffled training batches, evaluation batches."""
 
+import threading
+
 import numpy as np
 import pytest
 
-from textgen.data.windows import TrainWindows, eval_batches, permute, split_ids
+from textgen.data.windows import READ_AHEAD, TrainWindows, eval_batches, permute, split_ids
 from textgen.errors import CorpusError, TrainingError
 from textgen.data.token_cache import load_token_cache
 from textgen.data.token_cache import write_shards
@@ -132,15 +134,35 @@ def test_eval_batches_read_one_batch_at_a_time():
     assert ids.reads == [81] * 5
 
 
-def test_tf_data_batches_equal_direct_batches_from_any_step(on_disk):
+def test_read_ahead_batches_equal_direct_batches_from_any_step(on_disk):
     windows = TrainWindows(on_disk(np.arange(3000)), 10, 4, seed=2)
     steps = windows.steps_in_epoch(3)
-    through_tf_data = list(windows.epoch_batches(3, 5, steps))
-    assert len(through_tf_data) == steps - 5
-    for step, (x, y) in enumerate(through_tf_data, start=5):
+    read_ahead = list(windows.epoch_batches(3, 5, steps))
+    assert len(read_ahead) == steps - 5
+    for step, (x, y) in enumerate(read_ahead, start=5):
         direct_x, direct_y = windows.batch(3, step)
-        np.testing.assert_array_equal(x.numpy(), direct_x)
-        np.testing.assert_array_equal(y.numpy(), direct_y)
+        assert x.dtype == y.dtype == np.int32
+        np.testing.assert_array_equal(x, direct_x)
+        np.testing.assert_array_equal(y, direct_y)
+
+
+def test_an_epoch_left_early_stops_its_reader(on_disk, monkeypatch):
+    windows = TrainWindows(on_disk(np.arange(30000)), 10, 4, seed=2)
+    read = []
+    original = TrainWindows.batch
+
+    def counted(self, epoch, step, rows=slice(None)):
+        read.append(step)
+        return original(self, epoch, step, rows)
+
+    monkeypatch.setattr(TrainWindows, "batch", counted)
+    batches = windows.epoch_batches(1, 0, windows.steps_in_epoch(1))
+    for _ in range(3):
+        next(batches)
+    batches.close()
+    assert not any(thread.name == "textgen-batches" for thread in threading.enumerate())
+    # Read: the 3 batches taken, READ_AHEAD waiting in the queue, and at most one more in hand.
+    assert read == list(range(len(read))) and len(read) <= 3 + READ_AHEAD + 1
 
 
 def test_an_error_while_reading_ahead_is_raised_as_itself(on_disk, monkeypatch):

@@ -2,6 +2,8 @@
 
 import json
 import struct
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -80,3 +82,26 @@ def test_plot_refuses_a_folder_and_a_missing_model(two_models, tmp_path):
     result = CliRunner().invoke(cli, ["plot", str(tmp_path / "nothing"), "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "no model directory there" in result.stderr
     assert CliRunner().invoke(cli, ["plot", "-o", str(tmp_path / "x.png")]).exit_code == 2
+
+
+def test_pyplot_is_imported_only_when_a_plot_is_drawn():
+    # A fresh interpreter: whether pyplot was imported depends on everything before.
+    script = """
+import sys
+import textgen.backend
+stand_in = sys.modules["matplotlib.pyplot"]
+assert type(stand_in).__name__ == "_DeferredPyplot", type(stand_in)
+assert stand_in.__file__.endswith("pyplot.py")  # read without importing pyplot
+assert type(sys.modules["matplotlib.pyplot"]).__name__ == "_DeferredPyplot"
+from textgen.errors import PlotError
+from textgen.lab.curves import pyplot
+plt = pyplot(PlotError("matplotlib is missing"))
+assert type(sys.modules["matplotlib.pyplot"]).__name__ == "module"
+assert plt.get_backend().lower() == "agg" and stand_in.get_backend().lower() == "agg"
+figure = plt.figure()
+assert figure.number in plt.get_fignums()
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"

@@ -245,7 +245,7 @@ class _ShardFiles:
         for count in counts:
             self.starts.append(self.starts[-1] + count)
         self.descriptors: list[int | None] = [None] * len(self.paths)
-        self._opening = threading.Lock()  # tf.data's reader thread and the main thread share the files
+        self._opening = threading.Lock()  # the batch reader's thread and the main thread share the files
         # Closes the files when the last TokenShards over them goes away.
         self._closer = weakref.finalize(self, _close_all, self.descriptors)
 

@@ -21,12 +21,17 @@ memory, with no per-epoch permutation array.
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from typing import Iterator
 
 import numpy as np
 
 from textgen.errors import TrainingError
 
+# Batches read ahead of the one training: enough to hide a slow read, few enough to hold little memory.
+READ_AHEAD = 2
 _ROUNDS = 6  # Feistel rounds: 4 make a pseudo-random permutation; 2 more are cheap
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64's finalizer constants
 _MIX_2 = np.uint64(0x94D049BB133111EB)
@@ -134,37 +139,41 @@ class TrainWindows:
 
     def epoch_batches(self, epoch: int, first_step: int, stop_step: int,
                       rows: slice = slice(None)) -> Iterator[tuple]:
-        """Batches ``first_step`` to ``stop_step - 1`` of an epoch, read ahead by a ``tf.data`` pipeline.
+        """Batches ``first_step`` to ``stop_step - 1`` of an epoch, read ahead by a thread.
 
-        A range of step numbers is mapped through ``batch`` and prefetched, so
-        the next batches are read while the current one trains; starting at
+        The thread reads up to READ_AHEAD batches while the current one
+        trains (a training step runs outside the GIL); starting at
         ``first_step`` resumes in the middle of an epoch at exactly that batch.
-        Yields (x, y) int32 tensors of shape (B, T), or (len(rows), T) with
-        ``rows``. An error raised while reading is raised again here, as itself.
+        Yields (x, y) int32 arrays of shape (B, T), or (len(rows), T) with
+        ``rows``. An error raised while reading is raised again here, as
+        itself. Closing the generator early stops the thread before it returns.
         """
-        from textgen.backend import tf
+        ahead: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+        stopping = threading.Event()
 
-        failures = []
-
-        def read(step):
+        def read_all():
             try:
-                return self.batch(epoch, int(step), rows)
-            except BaseException as exc:  # tf.data would turn it into an opaque op error
-                failures.append(exc)
-                raise
+                for step in range(first_step, stop_step):
+                    if stopping.is_set():
+                        return
+                    ahead.put((self.batch(epoch, step, rows), None))
+            except BaseException as exc:
+                ahead.put((None, exc))
 
-        def to_tensors(step):
-            x, y = tf.numpy_function(read, [step], (tf.int32, tf.int32))
-            shape = (len(range(self.batch_size)[rows]), self.seq_length)
-            return tf.ensure_shape(x, shape), tf.ensure_shape(y, shape)
-
-        dataset = tf.data.Dataset.range(first_step, stop_step).map(to_tensors).prefetch(2)
+        reader = threading.Thread(target=read_all, name="textgen-batches", daemon=True)
+        reader.start()
         try:
-            yield from dataset
-        except tf.errors.OpError:
-            if failures:
-                raise failures[0] from None
-            raise
+            for _ in range(first_step, stop_step):
+                batch, failure = ahead.get()
+                if failure is not None:
+                    raise failure
+                yield batch
+        finally:
+            stopping.set()
+            while reader.is_alive():  # a reader blocked on a full queue needs room to see ``stopping``
+                with contextlib.suppress(queue.Empty):
+                    ahead.get_nowait()
+                reader.join(0.01)
 
 
 def eval_batches(ids, seq_length: int, batch_size: int):

@@ -267,7 +267,7 @@ class Cluster:
         rows = self.local_rows(windows.batch_size)
         per_replica = windows.batch_size // self.num_replicas
         first_replica = self.replica_ids[0]
-        inner = windows.epoch_batches(epoch, first_step, stop_step, rows=rows)  # (L * b, T) host tensors
+        inner = windows.epoch_batches(epoch, first_step, stop_step, rows=rows)  # (L * b, T) host arrays
 
         def split(x, y):
             def part(ctx):
@@ -278,7 +278,7 @@ class Cluster:
 
         try:
             for x, y in inner:
-                yield split(x, y)
+                yield split(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
         finally:
             inner.close()
 

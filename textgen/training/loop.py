@@ -258,7 +258,7 @@ class Trainer:
         epoch_steps = windows.steps_in_epoch(st.epoch)
         if cfg.max_steps is not None:
             epoch_steps = min(epoch_steps, st.step_in_epoch + cfg.max_steps - st.steps)
-        # Batches come through tf.data, read ahead while the current one trains.
+        # Batches are read ahead by a thread while the current one trains.
         steps = (st.epoch, st.step_in_epoch, max(epoch_steps, st.step_in_epoch))
         batches = self.cluster.epoch_batches(windows, *steps) if self.cluster else windows.epoch_batches(*steps)
         try:
