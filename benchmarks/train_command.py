@@ -29,8 +29,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from training import add_shape_options  # benchmarks/training.py, beside this file
+
 HERE = Path(__file__).resolve().parent
-DEFAULT_CORPUS = HERE.parents[1] / "shared" / "corpora" / "tinyshakespeare.txt"
 
 
 def shape_options(args) -> list[str]:
@@ -69,12 +70,7 @@ def harness_step_seconds(args, engine: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--units", type=int, default=256)
-    parser.add_argument("--embedding-dim", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seq-length", type=int, default=100)
+    add_shape_options(parser)
     parser.add_argument("--short", type=int, default=40, help="steps of the short textgen train run")
     parser.add_argument("--long", type=int, default=240, help="steps of the long textgen train run")
     parser.add_argument("--repeats", type=int, default=3)

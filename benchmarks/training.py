@@ -236,14 +236,19 @@ def run_engine(args) -> dict:
             "generation_tokens_per_second": generation, "val_loss": loss}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_shape_options(parser: argparse.ArgumentParser) -> None:
+    """The corpus and the model and batch shape, which every training benchmark takes alike."""
     parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--units", type=int, default=256)
     parser.add_argument("--embedding-dim", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seq-length", type=int, default=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_shape_options(parser)
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (tracing, compiling)")
     parser.add_argument("--steps", type=int, default=40, help="timed training steps")
     parser.add_argument("--budget", type=float, default=120.0, help="training seconds before the validation loss")
