@@ -108,3 +108,26 @@ def test_serving_benchmark_quick_run_loads_the_server_checks_every_request_and_s
     assert left["rows_gone_s"] is not None and left["rows_after"] == 0 and left["open_requests_after"] == 0
     memory = figures["memory"]
     assert memory["failures"] == {} and memory["requests"] == 40 and memory["rss_mb_after"] > 0
+
+
+def test_scaling_study_continues_the_fixed_recipe_from_budget_to_budget_and_reports(tmp_path):
+    corpus = Path(__file__).resolve().parents[1] / "README.md"  # any text will do for a smoke run
+    results = tmp_path / "results.jsonl"
+    command = [sys.executable, str(BENCHMARKS / "scaling.py"), "run", "--corpus", str(corpus), "--budgets", "0.05,0.1",
+               "--candidates", "fixed", "--workdir", str(tmp_path / "runs"), "--results", str(results)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["budget_minutes"], r["chained"]) for r in records] == [(0.05, False), (0.1, True)]
+    assert (tmp_path / "runs" / "README.md-fixed-s1").is_dir()  # the runs stay in the work folder
+    assert not (corpus.parent / "README.md-fixed-s1").exists()
+    # The longer budget continued the shorter one's run: its history starts with the shorter one's.
+    assert records[1]["history"][:len(records[0]["history"])] == records[0]["history"]
+    assert records[1]["steps"] > records[0]["steps"] and records[1]["seconds"] >= 6
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert "0 runs to make" in again.stdout  # what is recorded is not run again
+    report = subprocess.run([sys.executable, str(BENCHMARKS / "scaling.py"), "report", "--results", str(results)],
+                            capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-2000:]
+    row = next(line for line in report.stdout.splitlines() if line.startswith("| fixed |"))
+    assert f"{records[0]['best_val_loss']:.4f}" in row and f"{records[1]['best_val_loss']:.4f}" in row
