@@ -129,8 +129,10 @@ def test_requests_beyond_max_rows_wait_and_then_run(tiny_model):
         batcher.close(timeout=30)
 
 
-def test_small_batches_are_padded_to_few_sizes():
-    assert [_padded_size(b) for b in (1, 2, 3, 5, 9, 16, 17, 100)] == [1, 2, 4, 8, 16, 16, 17, 100]
+def test_batches_are_padded_to_few_sizes():
+    assert [_padded_size(b) for b in (1, 2, 3, 5, 9, 16, 17, 32, 33, 100, 255, 256, 257, 300)] == \
+        [1, 2, 4, 8, 16, 16, 32, 32, 64, 128, 256, 256, 257, 300]
+    assert len({_padded_size(b) for b in range(1, 257)}) == 13
 
 
 def test_a_listener_that_raises_ends_its_own_request_only(tiny_model, batcher):

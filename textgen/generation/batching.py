@@ -32,6 +32,10 @@ from textgen.generation.sampling import row_keys
 from textgen.generation.samples import STOP_LENGTH, STOP_STRING, Sample
 
 
+# Above this many rows, batches are padded to a multiple of it (see ``_padding_sizes``).
+PADDING_STEP = 32
+
+
 @dataclasses.dataclass(frozen=True)
 class RowUpdate:
     """What one row of a request gained in one call of the loop.
@@ -352,12 +356,14 @@ class Batcher:
 
 
 def _padding_sizes() -> list[int]:
-    """The batch sizes small batches are padded to: powers of two up to XLA_MAX_BATCH."""
+    """The batch sizes batches are padded to: powers of two up to PADDING_STEP, then multiples of it
+    up to XLA_MAX_BATCH. A batch wastes fewer than PADDING_STEP rows, and the loop compiles for at most
+    a dozen sizes."""
     sizes, size = [], 1
-    while size < XLA_MAX_BATCH:
+    while size < PADDING_STEP:
         sizes.append(size)
         size *= 2
-    return sizes + [XLA_MAX_BATCH]
+    return sizes + list(range(PADDING_STEP, XLA_MAX_BATCH, PADDING_STEP)) + [XLA_MAX_BATCH]
 
 
 def _padded_size(batch: int) -> int:

@@ -34,8 +34,11 @@ SAMPLING_SPECS = [
 # Tokens drawn per call of the compiled sampling loop: long enough to amortise
 # the call, short enough that stopping early wastes little.
 DRAW_CHUNK = 64
-# Up to this many rows, drawing runs under XLA (see ``Generator._draw_compiled``).
-XLA_MAX_BATCH = 16
+# Up to this many rows, drawing runs under XLA (``Generator._draw_compiled``), which compiles once for
+# each batch size; above, in the graph loop, which compiles nothing.
+XLA_MAX_BATCH = 256
+# Above this many rows, a call makes the random noise of all its steps before its loop (``_draw_steps``).
+NOISE_AHEAD_ABOVE = 16
 
 # One generation step's inputs with a value per row, for ``draw``: every row its own random
 # stream, position and sampling settings.
@@ -139,8 +142,8 @@ class Generator(tf.Module):
         (DRAW_CHUNK, B), and the logits and states after the last of them.
         With ``noise_ahead`` the random noise of all ``count`` steps is made
         before the loop, in a few large ops rather than a few dozen small ones
-        a step: the same numbers, for the graph loop, whose every op costs a
-        kernel launch (XLA fuses the per-step ops anyway).
+        a step: the same numbers, faster for many rows (in the graph loop,
+        every op costs a kernel launch), slower to compile under XLA.
         """
         if forced is None:
             forced = tf.zeros([tf.shape(logits)[0], 1], tf.int32)
@@ -174,10 +177,11 @@ class Generator(tf.Module):
         return drawn, scores, logits, tf.stack(states)
 
     @tf.function(jit_compile=True, autograph=False)
-    def _draw_compiled(self, *inputs):
-        """``_draw_steps`` under XLA, whose loop costs far less per step for a few rows but more
-        for many (BENCHMARKS.md has the figures), so only batches up to XLA_MAX_BATCH rows take it."""
-        return self._draw_steps(*inputs)
+    def _draw_compiled(self, *inputs, noise_ahead=False):
+        """``_draw_steps`` under XLA, which fuses each step's elementwise work (the gates, the noise, the
+        softmax) where the graph loop launches a kernel per op. It compiles once for each batch size it
+        meets, so batches up to XLA_MAX_BATCH rows take it (BENCHMARKS.md has the figures)."""
+        return self._draw_steps(*inputs, noise_ahead=noise_ahead)
 
     @tf.function(input_signature=ROW_SPECS, autograph=False)
     def draw(self, logits, states, keys, positions, count, temperature, top_k, top_p, forced, forced_counts):
@@ -220,10 +224,12 @@ class Generator(tf.Module):
         return self._read(tf.RaggedTensor.from_row_lengths(prompt_values, prompt_row_lengths), logits, states)
 
     def _draw_either(self, *inputs):
-        """``_draw_steps`` under XLA for up to XLA_MAX_BATCH rows, else in the graph loop; the batch is known
-        only when the graph runs (a tf.cond, both sides traced)."""
-        return tf.cond(tf.shape(inputs[0])[0] <= XLA_MAX_BATCH, lambda: self._draw_compiled(*inputs),
-                       lambda: self._draw_steps(*inputs, noise_ahead=True))
+        """``_draw_steps`` as ``sample`` picks it for the batch, which is known only when the graph runs
+        (tf.conds, every side traced; XLA compiles only the side a batch takes)."""
+        batch = tf.shape(inputs[0])[0]
+        return tf.cond(batch <= NOISE_AHEAD_ABOVE, lambda: self._draw_compiled(*inputs),
+                       lambda: tf.cond(batch <= XLA_MAX_BATCH, lambda: self._draw_compiled(*inputs, noise_ahead=True),
+                                       lambda: self._draw_steps(*inputs, noise_ahead=True)))
 
     def _find_stops(self, drawn, t, tails, done, produced, window, stop_pattern):
         """Look for the first stop string ending at each of a chunk's tokens, every token at once.
@@ -290,11 +296,16 @@ class Generator(tf.Module):
 
     @tf.function(input_signature=_CHUNK_SIGNATURE, autograph=False)
     def _sample_few(self, *chunk):
-        """``_sample_chunks`` for up to XLA_MAX_BATCH rows: only the XLA loop is traced and compiled."""
+        """``_sample_chunks`` for up to NOISE_AHEAD_ABOVE rows: only the XLA loop is traced and compiled."""
         return self._sample_chunks(self._draw_compiled, *chunk)
 
     @tf.function(input_signature=_CHUNK_SIGNATURE, autograph=False)
     def _sample_many(self, *chunk):
+        """``_sample_chunks`` for more rows, up to XLA_MAX_BATCH: the XLA loop with its noise made ahead."""
+        return self._sample_chunks(functools.partial(self._draw_compiled, noise_ahead=True), *chunk)
+
+    @tf.function(input_signature=_CHUNK_SIGNATURE, autograph=False)
+    def _sample_most(self, *chunk):
         """``_sample_chunks`` for more than XLA_MAX_BATCH rows: only the graph loop is traced."""
         return self._sample_chunks(functools.partial(self._draw_steps, noise_ahead=True), *chunk)
 
@@ -312,7 +323,10 @@ class Generator(tf.Module):
         a process traces and compiles only the loop its batch size runs.
         """
         chunk = (logits, states, start, end, length, temperature, top_k, top_p, seed, stop, tails, done, produced)
-        return (self._sample_few if logits.shape[0] <= XLA_MAX_BATCH else self._sample_many)(*chunk)
+        batch = logits.shape[0]
+        run = (self._sample_few if batch <= NOISE_AHEAD_ABOVE else self._sample_many if batch <= XLA_MAX_BATCH
+               else self._sample_most)
+        return run(*chunk)
 
     def begin(self, prompt_values, prompt_row_lengths, length, carried=None):
         """Read the prompts and set up what ``sample`` carries between calls, up to token ``length``.
