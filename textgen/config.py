@@ -182,6 +182,8 @@ class TrainConfig:
     # The model a fine-tuning run started from: {"model": a shipped model's name or a directory's absolute
     # path, "manifest_sha256": the sha256 of its manifest.json, which pins every file of it}. None: from scratch.
     init_from: dict | None = None
+    # How a preset chose the model and recipe (``textgen.training.budget``): its one line. None: no choice made.
+    recipe: str | None = None
 
     def __post_init__(self):
         check_int("seq_length", self.seq_length, 1, 100_000)
@@ -202,6 +204,8 @@ class TrainConfig:
         check_int("seed", self.seed, 0, SEED_MAX)
         if self.checkpoint_every is not None:
             check_int("checkpoint_every", self.checkpoint_every, 1, 10**12)
+        if self.recipe is not None and not isinstance(self.recipe, str):
+            fail("recipe must be a line of text", "recipe", self.recipe)
         if self.init_from is not None:
             model, digest = (self.init_from.get(key) if isinstance(self.init_from, dict) else None
                              for key in ("model", "manifest_sha256"))

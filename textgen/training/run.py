@@ -27,6 +27,7 @@ from textgen.model.settings import ModelConfig
 from textgen.text_model import TextModel, load
 from textgen.tokenization.rules import SAMPLE_BYTES, TokenizerSettings
 from textgen.tokenization.tokenizer import TextTokenizer
+from textgen.training import budget
 from textgen.training.checkpoints import CheckpointManager
 from textgen.training.distributed import start_cluster
 from textgen.training.loop import LoopState, Trainer
@@ -41,9 +42,9 @@ _M, _T = ModelConfig, TrainConfig  # defaults are read from the settings classes
 def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequence[str] | None = None,
           init_from: str | None = None, tokenizer: str = "char", vocab_size: int | None = None,
           tokenizer_sample_bytes: int | str = SAMPLE_BYTES,
-          cell: str = _M.cell, layers: int = _M.layers, units: int = _M.units, embedding_dim: int = _M.embedding_dim,
-          dropout: float = _M.dropout, seq_length: int = _T.seq_length, val_seq_length: int | None = None,
-          batch_size: int = _T.batch_size,
+          cell: str = _M.cell, layers: int | None = None, units: int | None = None, embedding_dim: int | None = None,
+          dropout: float | None = None, seq_length: int = _T.seq_length, val_seq_length: int | None = None,
+          batch_size: int | None = None,
           epochs: int | None = None, max_steps: int | None = None, max_time: float | str | None = None,
           more_steps: int | None = None, more_time: float | str | None = None, patience: int = _T.patience,
           learning_rate: float | None = None, schedule: str | None = None,
@@ -136,6 +137,11 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
         if corpus is not None:
             raise ConfigError(f"give corpus or texts, not both. Received: corpus={corpus!r}")
         corpus = str(texts_file(texts))
+    given = {"layers": layers, "units": units, "embedding_dim": embedding_dim, "dropout": dropout,
+             "batch_size": batch_size, "learning_rate": learning_rate}
+    # Settings left at None take their defaults, or the budget preset's choice.
+    left_open = frozenset(name for name, value in given.items() if value is None)
+    shape = {name: given[name] for name in ("layers", "units", "embedding_dim", "dropout") if given[name] is not None}
     if learning_rate is None:
         learning_rate = default_learning_rate(fine_tuning=init_from is not None and not resume)
     chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
@@ -144,8 +150,9 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
     request = TrainRequest(
         out=Path(out), inputs=tuple(str(item) for item in ([corpus] if isinstance(corpus, (str, Path))
                                                              else list(corpus or []))),
-        model=ModelConfig(cell=cell, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout),
-        training=TrainConfig(seq_length=seq_length, val_seq_length=chosen["val_seq_length"], batch_size=batch_size,
+        model=ModelConfig(cell=cell, **shape),
+        training=TrainConfig(seq_length=seq_length, val_seq_length=chosen["val_seq_length"],
+                             batch_size=_T.batch_size if batch_size is None else batch_size,
                              patience=patience, learning_rate=learning_rate, schedule=chosen["schedule"] or _T.schedule,
                              clipnorm=clipnorm, val_fraction=val_fraction,
                              seed=seed if seed is not None else draw_seed(), checkpoint_every=checkpoint_every),
@@ -153,7 +160,8 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
                                     parse_size(tokenizer_sample_bytes, "tokenizer_sample_bytes")),
         encoding=encoding, errors=errors, overwrite=overwrite, resume=resume,
         cluster=ClusterSettings(strategy, devices, parse_duration(peer_timeout, "peer_timeout")),
-        limits=Limits(epochs=epochs, max_steps=max_steps, more_steps=more_steps, **durations), init_from=init_from)
+        limits=Limits(epochs=epochs, max_steps=max_steps, more_steps=more_steps, **durations), init_from=init_from,
+        preset=preset, left_open=left_open)
     return run_training(request, log=log, quiet=quiet, watch=watch, callbacks=callbacks)
 
 
@@ -182,8 +190,6 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool, watch
     plan = plan_run(request, cluster=cluster, checkpoints=checkpoints, progress=progress)
     if plan.kind == "finished":  # a limit already stops this run, and its model is saved: nothing to do
         return load(request.out)
-    if cluster is not None:
-        cluster.check_batch_size(plan.training.batch_size)
 
     source = open_corpus(plan.inputs, encoding=plan.encoding, errors=plan.errors, output=request.out)
     progress.message(f"corpus: {source.description}, {source.total_bytes:,} bytes")
@@ -196,6 +202,10 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool, watch
                          f"{extension.describe()}")
     else:
         tokenizer = plan.tokenizer or _learn_tokenizer(source, plan.tokenizer_settings, progress)
+    if request.preset == "budget" and plan.kind == "fresh" and plan.base is None:
+        plan.model, plan.training = _budget_choice(plan, source, tokenizer, request.left_open, progress)
+    if cluster is not None:
+        cluster.check_batch_size(plan.training.batch_size)
     config = plan.model.with_vocab(tokenizer.vocab_size)
     if cluster is not None and not follower:  # the other workers are waiting in ``plan_run`` for this
         cluster.share_plan({**plan.record(config, {"sha256": corpus_sha256}), "loop": plan.loop,
@@ -290,6 +300,20 @@ def _extend_tokenizer(base: TextTokenizer, source, settings: TokenizerSettings):
     chunks = source.iter_text() if source.total_bytes <= settings.sample_bytes else \
         source.iter_sample(settings.sample_bytes)
     return base.extended(chunks, settings.vocab_size or base.vocab_size + NEW_TOKENS_LIMIT)
+
+
+def _budget_choice(plan, source, tokenizer: TextTokenizer, left_open, progress) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training settings the budget preset chooses for this corpus and time limit, said in one line."""
+    if plan.training.max_time is None:
+        progress.message("budget preset: no --max-time, so the model and recipe stay as given or by default")
+        return plan.model, plan.training
+    head = next(source.iter_text(), "")  # the first chunk tells how many bytes a token takes on average
+    head_bytes = len(head.encode(source.encoding, source.errors)) or 1
+    training_tokens = source.total_bytes * len(tokenizer.encode(head)) / head_bytes * (1 - plan.training.val_fraction)
+    choice = budget.choose(plan.training.max_time, int(training_tokens), tokenizer.vocab_size)
+    model, training, line = budget.apply(choice, plan.model, plan.training, left_open)
+    progress.message(line)
+    return model, training
 
 
 def _learn_tokenizer(source, settings: TokenizerSettings, progress) -> TextTokenizer:
