@@ -71,9 +71,9 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
 @setting_option("--clipnorm", settings=TrainConfig, help="Clip the gradient's global norm.")
 @setting_option("--val-fraction", settings=TrainConfig, help="The last part of the corpus held out for validation.")
 @click.option("--preset", type=click.Choice(list(PRESETS)),
-              help="A named recipe for the options not given. budget: the model, batch and learning rate that "
-                   "the scaling study found best for --max-time, the corpus and its vocabulary, with --schedule "
-                   "cosine --val-seq-length 256.")
+              help="A named recipe for the options not given. budget: --val-seq-length 256, and the model, "
+                   "batch, learning rate and schedule that the scaling study found best for --max-time and the "
+                   "vocabulary (docs/scaling.md).")
 @click.option("--seed", type=int, help="Random seed (default: drawn at random, then printed and recorded).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files.")
 @click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,

@@ -43,7 +43,7 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
           init_from: str | None = None, tokenizer: str = "char", vocab_size: int | None = None,
           tokenizer_sample_bytes: int | str = SAMPLE_BYTES,
           cell: str = _M.cell, layers: int | None = None, units: int | None = None, embedding_dim: int | None = None,
-          dropout: float | None = None, seq_length: int = _T.seq_length, val_seq_length: int | None = None,
+          dropout: float = _M.dropout, seq_length: int = _T.seq_length, val_seq_length: int | None = None,
           batch_size: int | None = None,
           epochs: int | None = None, max_steps: int | None = None, max_time: float | str | None = None,
           more_steps: int | None = None, more_time: float | str | None = None, patience: int = _T.patience,
@@ -108,10 +108,13 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
     ``learning_rate`` defaults to ``textgen.config.LEARNING_RATE`` from
     scratch and to ``FINE_TUNE_LEARNING_RATE`` when fine-tuning.
 
-    ``preset`` names a recipe from ``textgen.config.PRESETS`` (``"budget"``:
-    cosine ``schedule`` and 256-token validation windows) whose settings apply
-    where ``schedule`` and ``val_seq_length`` are left at None; without one,
-    the learning rate is constant and validation windows are ``seq_length``
+    ``preset`` names a recipe from ``textgen.config.PRESETS``. ``"budget"``
+    validates in 256-token windows and, for a fresh run with a ``max_time``,
+    puts the scaling study's choice for that time and the vocabulary
+    (``textgen.training.budget``) in place of ``layers``, ``units``,
+    ``embedding_dim``, ``batch_size``, ``learning_rate`` and ``schedule``
+    left at None. Without a preset, settings left at None take their
+    defaults: a constant learning rate, and validation windows ``seq_length``
     tokens long.
 
     Watching the run (none of it changes the weights it trains, and a
@@ -137,11 +140,11 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
         if corpus is not None:
             raise ConfigError(f"give corpus or texts, not both. Received: corpus={corpus!r}")
         corpus = str(texts_file(texts))
-    given = {"layers": layers, "units": units, "embedding_dim": embedding_dim, "dropout": dropout,
-             "batch_size": batch_size, "learning_rate": learning_rate}
+    given = {"layers": layers, "units": units, "embedding_dim": embedding_dim, "batch_size": batch_size,
+             "learning_rate": learning_rate, "schedule": schedule}
     # Settings left at None take their defaults, or the budget preset's choice.
     left_open = frozenset(name for name, value in given.items() if value is None)
-    shape = {name: given[name] for name in ("layers", "units", "embedding_dim", "dropout") if given[name] is not None}
+    shape = {name: given[name] for name in ("layers", "units", "embedding_dim") if given[name] is not None}
     if learning_rate is None:
         learning_rate = default_learning_rate(fine_tuning=init_from is not None and not resume)
     chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
@@ -150,7 +153,7 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
     request = TrainRequest(
         out=Path(out), inputs=tuple(str(item) for item in ([corpus] if isinstance(corpus, (str, Path))
                                                              else list(corpus or []))),
-        model=ModelConfig(cell=cell, **shape),
+        model=ModelConfig(cell=cell, dropout=dropout, **shape),
         training=TrainConfig(seq_length=seq_length, val_seq_length=chosen["val_seq_length"],
                              batch_size=_T.batch_size if batch_size is None else batch_size,
                              patience=patience, learning_rate=learning_rate, schedule=chosen["schedule"] or _T.schedule,
@@ -203,7 +206,7 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool, watch
     else:
         tokenizer = plan.tokenizer or _learn_tokenizer(source, plan.tokenizer_settings, progress)
     if request.preset == "budget" and plan.kind == "fresh" and plan.base is None:
-        plan.model, plan.training = _budget_choice(plan, source, tokenizer, request.left_open, progress)
+        plan.model, plan.training = _budget_choice(plan, tokenizer, request.left_open, progress)
     if cluster is not None:
         cluster.check_batch_size(plan.training.batch_size)
     config = plan.model.with_vocab(tokenizer.vocab_size)
@@ -302,15 +305,12 @@ def _extend_tokenizer(base: TextTokenizer, source, settings: TokenizerSettings):
     return base.extended(chunks, settings.vocab_size or base.vocab_size + NEW_TOKENS_LIMIT)
 
 
-def _budget_choice(plan, source, tokenizer: TextTokenizer, left_open, progress) -> tuple[ModelConfig, TrainConfig]:
+def _budget_choice(plan, tokenizer: TextTokenizer, left_open, progress) -> tuple[ModelConfig, TrainConfig]:
     """The model and training settings the budget preset chooses for this corpus and time limit, said in one line."""
     if plan.training.max_time is None:
         progress.message("budget preset: no --max-time, so the model and recipe stay as given or by default")
         return plan.model, plan.training
-    head = next(source.iter_text(), "")  # the first chunk tells how many bytes a token takes on average
-    head_bytes = len(head.encode(source.encoding, source.errors)) or 1
-    training_tokens = source.total_bytes * len(tokenizer.encode(head)) / head_bytes * (1 - plan.training.val_fraction)
-    choice = budget.choose(plan.training.max_time, int(training_tokens), tokenizer.vocab_size)
+    choice = budget.choose(plan.training.max_time, tokenizer.vocab_size)
     model, training, line = budget.apply(choice, plan.model, plan.training, left_open)
     progress.message(line)
     return model, training
