@@ -11,9 +11,10 @@ validations and checkpoints included, and the loss is the run's best
 validation loss on the corpus's last 10%, in windows of 256 tokens (one
 window length for every run, so that every loss compares).
 
-A candidate is a model and a recipe (``CANDIDATES``). Every candidate but
-``fixed`` uses ``--preset budget``, whose learning rate decays along a cosine
-to the time limit, so a budget needs a run of its own. ``fixed`` is textgen's
+A candidate is a model and a recipe (``CANDIDATES``), every setting the
+budget preset could choose given or left at textgen's default, never to the
+preset. Every candidate but ``fixed`` uses ``--schedule cosine``, whose
+learning rate decays to the time limit, so a budget needs a run of its own. ``fixed`` is textgen's
 recipe before the study (2x256, embedding 64, batch 32, a constant rate): its
 budgets are one run continued by ``--resume`` from one budget to the next,
 which is exactly the run that would have been stopped at the longer budget
@@ -50,29 +51,29 @@ COMMON = ["--val-seq-length", "256", "--patience", "0", "--epochs", "100000", "-
 # name -> textgen train options. Each "LxU" names the layers and units, "eE" the embedding, "bB" the batch.
 CANDIDATES = {
     "fixed": ["--schedule", "constant"],
-    "2x128-e64-b32": ["--preset", "budget", "--units", "128"],
-    "2x256-e64-b32": ["--preset", "budget"],
-    "2x256-e64-b64": ["--preset", "budget", "--batch-size", "64"],
-    "2x384-e96-b32": ["--preset", "budget", "--units", "384", "--embedding-dim", "96", "--learning-rate", "0.003"],
-    "2x384-e96-b64": ["--preset", "budget", "--units", "384", "--embedding-dim", "96", "--batch-size", "64",
+    "2x128-e64-b32": ["--schedule", "cosine", "--units", "128"],
+    "2x256-e64-b32": ["--schedule", "cosine"],
+    "2x256-e64-b64": ["--schedule", "cosine", "--batch-size", "64"],
+    "2x384-e96-b32": ["--schedule", "cosine", "--units", "384", "--embedding-dim", "96", "--learning-rate", "0.003"],
+    "2x384-e96-b64": ["--schedule", "cosine", "--units", "384", "--embedding-dim", "96", "--batch-size", "64",
                       "--learning-rate", "0.003"],
-    "2x512-e128-b64": ["--preset", "budget", "--units", "512", "--embedding-dim", "128", "--batch-size", "64",
+    "2x512-e128-b64": ["--schedule", "cosine", "--units", "512", "--embedding-dim", "128", "--batch-size", "64",
                        "--learning-rate", "0.002"],
-    "2x512-e128-b64-d0.2": ["--preset", "budget", "--units", "512", "--embedding-dim", "128", "--batch-size", "64",
+    "2x512-e128-b64-d0.2": ["--schedule", "cosine", "--units", "512", "--embedding-dim", "128", "--batch-size", "64",
                             "--learning-rate", "0.002", "--dropout", "0.2"],
-    "3x512-e128-b64": ["--preset", "budget", "--layers", "3", "--units", "512", "--embedding-dim", "128",
+    "3x512-e128-b64": ["--schedule", "cosine", "--layers", "3", "--units", "512", "--embedding-dim", "128",
                        "--batch-size", "64", "--learning-rate", "0.002"],
-    "2x768-e128-b64": ["--preset", "budget", "--units", "768", "--embedding-dim", "128", "--batch-size", "64",
+    "2x768-e128-b64": ["--schedule", "cosine", "--units", "768", "--embedding-dim", "128", "--batch-size", "64",
                        "--learning-rate", "0.0015"],
     # One setting at a time away from 2x256-e64-b32: the learning rate, the window, the batch, depth and embedding.
-    "2x256-e64-b32-lr0.008": ["--preset", "budget", "--learning-rate", "0.008"],
-    "2x256-e64-b32-lr0.002": ["--preset", "budget", "--learning-rate", "0.002"],
-    "2x256-e64-b32-s50": ["--preset", "budget", "--seq-length", "50"],
-    "2x256-e64-b32-s200": ["--preset", "budget", "--seq-length", "200"],
-    "2x256-e64-b16": ["--preset", "budget", "--batch-size", "16"],
-    "3x256-e64-b32": ["--preset", "budget", "--layers", "3"],
-    "1x512-e64-b32": ["--preset", "budget", "--layers", "1", "--units", "512"],
-    "2x256-e128-b32": ["--preset", "budget", "--embedding-dim", "128"],
+    "2x256-e64-b32-lr0.008": ["--schedule", "cosine", "--learning-rate", "0.008"],
+    "2x256-e64-b32-lr0.002": ["--schedule", "cosine", "--learning-rate", "0.002"],
+    "2x256-e64-b32-s50": ["--schedule", "cosine", "--seq-length", "50"],
+    "2x256-e64-b32-s200": ["--schedule", "cosine", "--seq-length", "200"],
+    "2x256-e64-b16": ["--schedule", "cosine", "--batch-size", "16"],
+    "3x256-e64-b32": ["--schedule", "cosine", "--layers", "3"],
+    "1x512-e64-b32": ["--schedule", "cosine", "--layers", "1", "--units", "512"],
+    "2x256-e128-b32": ["--schedule", "cosine", "--embedding-dim", "128"],
 }
 CHAINED = {"fixed"}
 

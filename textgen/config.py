@@ -28,11 +28,12 @@ COSINE_FLOOR = 0.1
 
 # Named recipes: settings a preset puts in place of the defaults; options given
 # explicitly still win. "budget" is the recipe for the best model within a fixed
-# --max-time (BENCHMARKS.md, quality in 15 minutes): the learning rate decays
-# along a cosine to the time limit, and validation scores windows of 256 tokens,
-# the context nanoGPT's char-level figures are measured with, so the two compare.
+# --max-time: the model, batch, learning rate and schedule come from the scaling
+# study (textgen.training.budget, which chooses them once the vocabulary is known),
+# and validation scores windows of 256 tokens, the context nanoGPT's char-level
+# figures are measured with, so the two compare.
 PRESETS = {
-    "budget": {"schedule": "cosine", "val_seq_length": 256},
+    "budget": {"val_seq_length": 256},
 }
 
 
@@ -182,6 +183,8 @@ class TrainConfig:
     # The model a fine-tuning run started from: {"model": a shipped model's name or a directory's absolute
     # path, "manifest_sha256": the sha256 of its manifest.json, which pins every file of it}. None: from scratch.
     init_from: dict | None = None
+    # How a preset chose the model and recipe (``textgen.training.budget``): its one line. None: no choice made.
+    recipe: str | None = None
 
     def __post_init__(self):
         check_int("seq_length", self.seq_length, 1, 100_000)
@@ -202,6 +205,8 @@ class TrainConfig:
         check_int("seed", self.seed, 0, SEED_MAX)
         if self.checkpoint_every is not None:
             check_int("checkpoint_every", self.checkpoint_every, 1, 10**12)
+        if self.recipe is not None and not isinstance(self.recipe, str):
+            fail("recipe must be a line of text", "recipe", self.recipe)
         if self.init_from is not None:
             model, digest = (self.init_from.get(key) if isinstance(self.init_from, dict) else None
                              for key in ("model", "manifest_sha256"))

@@ -63,6 +63,8 @@ def summary(path) -> str:
         lines.append(f"fine-tuned from {training.init_from['model']} (manifest sha256 "
                      f"{training.init_from['manifest_sha256'][:12]}...), {_shown(new_tokens.get('count'), int)} "
                      f"new tokens")
+    if training.recipe is not None:
+        lines.append(f"recipe     {training.recipe}")
     if best:
         lines.append(f"best       val loss {_shown(best.get('val_loss'), float, '.4f')} nats/token, "
                      f"{_shown(best.get('val_bits_per_char'), float, '.4f')} bits/char "

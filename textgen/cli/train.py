@@ -23,6 +23,7 @@ from textgen.data.corpus import ERROR_POLICIES
 from textgen.model.cells import CELL_TYPES
 from textgen.model.settings import ModelConfig
 from textgen.tokenization.rules import LEVELS, SAMPLE_BYTES, TokenizerSettings
+from textgen.training.budget import CHOOSABLE
 from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, ClusterSettings
 
 
@@ -70,8 +71,9 @@ from textgen.training.tf_config import DEFAULT_PEER_TIMEOUT, STRATEGIES, Cluster
 @setting_option("--clipnorm", settings=TrainConfig, help="Clip the gradient's global norm.")
 @setting_option("--val-fraction", settings=TrainConfig, help="The last part of the corpus held out for validation.")
 @click.option("--preset", type=click.Choice(list(PRESETS)),
-              help="A named recipe for the options not given. budget: --schedule cosine --val-seq-length 256, "
-                   "the best model within a --max-time.")
+              help="A named recipe for the options not given. budget: --val-seq-length 256, and the model, "
+                   "batch, learning rate and schedule that the scaling study found best for --max-time and the "
+                   "vocabulary (docs/scaling.md).")
 @click.option("--seed", type=int, help="Random seed (default: drawn at random, then printed and recorded).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files.")
 @click.option("--errors", type=click.Choice(ERROR_POLICIES), default="strict", show_default=True,
@@ -116,6 +118,9 @@ def train(corpus, out, overwrite, resume, init_from, checkpoint_every, tokenizer
         from textgen.training.plan import TrainRequest
         from textgen.training.run import run_training
 
+        context = click.get_current_context()
+        left_open = frozenset(name for name in CHOOSABLE
+                              if context.get_parameter_source(name) is click.core.ParameterSource.DEFAULT)
         chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
         if learning_rate is None:
             learning_rate = default_learning_rate(fine_tuning=init_from is not None and not resume)
@@ -131,7 +136,7 @@ def train(corpus, out, overwrite, resume, init_from, checkpoint_every, tokenizer
             cluster=ClusterSettings(strategy, devices, peer_timeout),
             limits=Limits(epochs=epochs, max_steps=max_steps, max_time=max_time, more_steps=more_steps,
                           more_time=more_time),
-            init_from=init_from)
+            init_from=init_from, preset=preset, left_open=left_open)
         if quiet:  # textgen's own log lines (downloads) are progress too
             logging.getLogger("textgen").setLevel(logging.WARNING)
         watch = WatchConfig(sample_every=sample_every, sample_temperatures=sample_temperatures,

@@ -64,6 +64,9 @@ class TrainRequest:
     cluster: ClusterSettings = ClusterSettings()
     limits: Limits = Limits()
     init_from: str | None = None  # a model directory or a shipped model's name: fine-tune it
+    # A preset that chooses the model (``textgen.training.budget``), and the settings the caller left to it.
+    preset: str | None = None
+    left_open: frozenset[str] = frozenset()
 
     def __post_init__(self):
         if self.init_from is not None:

@@ -27,6 +27,7 @@ from textgen.model.settings import ModelConfig
 from textgen.text_model import TextModel, load
 from textgen.tokenization.rules import SAMPLE_BYTES, TokenizerSettings
 from textgen.tokenization.tokenizer import TextTokenizer
+from textgen.training import budget
 from textgen.training.checkpoints import CheckpointManager
 from textgen.training.distributed import start_cluster
 from textgen.training.loop import LoopState, Trainer
@@ -41,9 +42,9 @@ _M, _T = ModelConfig, TrainConfig  # defaults are read from the settings classes
 def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequence[str] | None = None,
           init_from: str | None = None, tokenizer: str = "char", vocab_size: int | None = None,
           tokenizer_sample_bytes: int | str = SAMPLE_BYTES,
-          cell: str = _M.cell, layers: int = _M.layers, units: int = _M.units, embedding_dim: int = _M.embedding_dim,
+          cell: str = _M.cell, layers: int | None = None, units: int | None = None, embedding_dim: int | None = None,
           dropout: float = _M.dropout, seq_length: int = _T.seq_length, val_seq_length: int | None = None,
-          batch_size: int = _T.batch_size,
+          batch_size: int | None = None,
           epochs: int | None = None, max_steps: int | None = None, max_time: float | str | None = None,
           more_steps: int | None = None, more_time: float | str | None = None, patience: int = _T.patience,
           learning_rate: float | None = None, schedule: str | None = None,
@@ -107,10 +108,13 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
     ``learning_rate`` defaults to ``textgen.config.LEARNING_RATE`` from
     scratch and to ``FINE_TUNE_LEARNING_RATE`` when fine-tuning.
 
-    ``preset`` names a recipe from ``textgen.config.PRESETS`` (``"budget"``:
-    cosine ``schedule`` and 256-token validation windows) whose settings apply
-    where ``schedule`` and ``val_seq_length`` are left at None; without one,
-    the learning rate is constant and validation windows are ``seq_length``
+    ``preset`` names a recipe from ``textgen.config.PRESETS``. ``"budget"``
+    validates in 256-token windows and, for a fresh run with a ``max_time``,
+    puts the scaling study's choice for that time and the vocabulary
+    (``textgen.training.budget``) in place of ``layers``, ``units``,
+    ``embedding_dim``, ``batch_size``, ``learning_rate`` and ``schedule``
+    left at None. Without a preset, settings left at None take their
+    defaults: a constant learning rate, and validation windows ``seq_length``
     tokens long.
 
     Watching the run (none of it changes the weights it trains, and a
@@ -136,6 +140,11 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
         if corpus is not None:
             raise ConfigError(f"give corpus or texts, not both. Received: corpus={corpus!r}")
         corpus = str(texts_file(texts))
+    given = {"layers": layers, "units": units, "embedding_dim": embedding_dim, "batch_size": batch_size,
+             "learning_rate": learning_rate, "schedule": schedule}
+    # Settings left at None take their defaults, or the budget preset's choice.
+    left_open = frozenset(name for name, value in given.items() if value is None)
+    shape = {name: given[name] for name in ("layers", "units", "embedding_dim") if given[name] is not None}
     if learning_rate is None:
         learning_rate = default_learning_rate(fine_tuning=init_from is not None and not resume)
     chosen = apply_preset(preset, schedule=schedule, val_seq_length=val_seq_length)
@@ -144,8 +153,9 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
     request = TrainRequest(
         out=Path(out), inputs=tuple(str(item) for item in ([corpus] if isinstance(corpus, (str, Path))
                                                              else list(corpus or []))),
-        model=ModelConfig(cell=cell, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout),
-        training=TrainConfig(seq_length=seq_length, val_seq_length=chosen["val_seq_length"], batch_size=batch_size,
+        model=ModelConfig(cell=cell, dropout=dropout, **shape),
+        training=TrainConfig(seq_length=seq_length, val_seq_length=chosen["val_seq_length"],
+                             batch_size=_T.batch_size if batch_size is None else batch_size,
                              patience=patience, learning_rate=learning_rate, schedule=chosen["schedule"] or _T.schedule,
                              clipnorm=clipnorm, val_fraction=val_fraction,
                              seed=seed if seed is not None else draw_seed(), checkpoint_every=checkpoint_every),
@@ -153,7 +163,8 @@ def train(corpus: str | Sequence[str] | None = None, *, out, texts: str | Sequen
                                     parse_size(tokenizer_sample_bytes, "tokenizer_sample_bytes")),
         encoding=encoding, errors=errors, overwrite=overwrite, resume=resume,
         cluster=ClusterSettings(strategy, devices, parse_duration(peer_timeout, "peer_timeout")),
-        limits=Limits(epochs=epochs, max_steps=max_steps, more_steps=more_steps, **durations), init_from=init_from)
+        limits=Limits(epochs=epochs, max_steps=max_steps, more_steps=more_steps, **durations), init_from=init_from,
+        preset=preset, left_open=left_open)
     return run_training(request, log=log, quiet=quiet, watch=watch, callbacks=callbacks)
 
 
@@ -182,8 +193,6 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool, watch
     plan = plan_run(request, cluster=cluster, checkpoints=checkpoints, progress=progress)
     if plan.kind == "finished":  # a limit already stops this run, and its model is saved: nothing to do
         return load(request.out)
-    if cluster is not None:
-        cluster.check_batch_size(plan.training.batch_size)
 
     source = open_corpus(plan.inputs, encoding=plan.encoding, errors=plan.errors, output=request.out)
     progress.message(f"corpus: {source.description}, {source.total_bytes:,} bytes")
@@ -196,6 +205,10 @@ def _run(request: TrainRequest, cluster, follower: bool, log, quiet: bool, watch
                          f"{extension.describe()}")
     else:
         tokenizer = plan.tokenizer or _learn_tokenizer(source, plan.tokenizer_settings, progress)
+    if request.preset == "budget" and plan.kind == "fresh" and plan.base is None:
+        plan.model, plan.training = _budget_choice(plan, tokenizer, request.left_open, progress)
+    if cluster is not None:
+        cluster.check_batch_size(plan.training.batch_size)
     config = plan.model.with_vocab(tokenizer.vocab_size)
     if cluster is not None and not follower:  # the other workers are waiting in ``plan_run`` for this
         cluster.share_plan({**plan.record(config, {"sha256": corpus_sha256}), "loop": plan.loop,
@@ -290,6 +303,17 @@ def _extend_tokenizer(base: TextTokenizer, source, settings: TokenizerSettings):
     chunks = source.iter_text() if source.total_bytes <= settings.sample_bytes else \
         source.iter_sample(settings.sample_bytes)
     return base.extended(chunks, settings.vocab_size or base.vocab_size + NEW_TOKENS_LIMIT)
+
+
+def _budget_choice(plan, tokenizer: TextTokenizer, left_open, progress) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training settings the budget preset chooses for this corpus and time limit, said in one line."""
+    if plan.training.max_time is None:
+        progress.message("budget preset: no --max-time, so the model and recipe stay as given or by default")
+        return plan.model, plan.training
+    choice = budget.choose(plan.training.max_time, tokenizer.vocab_size)
+    model, training, line = budget.apply(choice, plan.model, plan.training, left_open)
+    progress.message(line)
+    return model, training
 
 
 def _learn_tokenizer(source, settings: TokenizerSettings, progress) -> TextTokenizer:
