@@ -243,11 +243,14 @@ def plot(corpus: str, rows: list[dict], names: list[str]) -> None:
 
     PLOTS.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name in names:
+    for index, name in enumerate(names):
         points = sorted((r["budget_minutes"], r["best_val_loss"]) for r in rows if r["candidate"] == name)
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name,
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name, color=plt.cm.tab20(index),
                   linestyle="--" if name == "fixed" else "-")
     axes.set_xscale("log")
+    budgets = sorted({r["budget_minutes"] for r in rows})
+    axes.set_xticks(budgets, [f"{budget:g}" for budget in budgets])
+    axes.minorticks_off()
     axes.set_xlabel("time budget (minutes, log scale)")
     axes.set_ylabel("best validation loss (nats/token)")
     axes.set_title(f"{corpus}: validation loss by time budget")

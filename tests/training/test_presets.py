@@ -14,10 +14,9 @@ from conftest import TINY_SETTINGS, TINY_TEXT
 
 
 def test_a_preset_fills_in_only_what_was_left_open():
-    assert apply_preset("budget", schedule=None, val_seq_length=None) == {"schedule": "cosine",
-                                                                          "val_seq_length": 256}
-    assert apply_preset("budget", schedule="constant", val_seq_length=None) == {"schedule": "constant",
-                                                                                "val_seq_length": 256}
+    assert apply_preset("budget", schedule=None, val_seq_length=None) == {"schedule": None, "val_seq_length": 256}
+    assert apply_preset("budget", schedule="cosine", val_seq_length=None) == {"schedule": "cosine",
+                                                                              "val_seq_length": 256}
     assert apply_preset("budget", schedule=None, val_seq_length=64)["val_seq_length"] == 64
     assert apply_preset(None, schedule=None, val_seq_length=None) == {"schedule": None, "val_seq_length": None}
 
@@ -60,11 +59,12 @@ def test_validation_scores_each_window_from_an_empty_state(tiny_model_dir):
 
 
 def test_training_with_a_preset_records_its_settings(tiny_corpus, tmp_path):
+    # No --max-time: the budget preset chooses no recipe, and only its validation window applies.
     model = textgen.train(str(tiny_corpus), out=tmp_path / "m", quiet=True, preset="budget",
                           **{**TINY_SETTINGS, "max_steps": 3})
-    assert (model.train_config.schedule, model.train_config.val_seq_length) == ("cosine", 256)
+    assert (model.train_config.schedule, model.train_config.val_seq_length) == ("constant", 256)
     reloaded = textgen.load(tmp_path / "m")
-    assert (reloaded.train_config.schedule, reloaded.train_config.val_seq_length) == ("cosine", 256)
+    assert (reloaded.train_config.schedule, reloaded.train_config.val_seq_length) == ("constant", 256)
     explicit = textgen.train(str(tiny_corpus), out=tmp_path / "n", quiet=True, preset="budget",
-                             schedule="constant", **{**TINY_SETTINGS, "max_steps": 3})
-    assert (explicit.train_config.schedule, explicit.train_config.val_seq_length) == ("constant", 256)
+                             schedule="cosine", **{**TINY_SETTINGS, "max_steps": 3})
+    assert (explicit.train_config.schedule, explicit.train_config.val_seq_length) == ("cosine", 256)
