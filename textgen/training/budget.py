@@ -67,10 +67,10 @@ class Choice:
 
 def choose(max_time: float, vocab_size: int) -> Choice:
     """The recipe for a run of ``max_time`` seconds with a vocabulary of ``vocab_size``."""
-    shortest, recipe, evidence = BUDGET_LADDER[0]
-    for rung in BUDGET_LADDER:
-        if max_time * _vocab_scale(rung[1], vocab_size) >= rung[0]:
-            shortest, recipe, evidence = rung
+    _, recipe, evidence = BUDGET_LADDER[0]
+    for shortest, candidate, why in BUDGET_LADDER:
+        if max_time * _vocab_scale(candidate, vocab_size) >= shortest:
+            recipe, evidence = candidate, why
     reasons = [f"for {max_time / 60:g} minutes: {evidence}"]
     scale = _vocab_scale(recipe, vocab_size)
     if scale < 0.95:
@@ -92,7 +92,7 @@ def apply(choice: Choice, model: ModelConfig, training: TrainConfig, left_open) 
     chosen = {name: getattr(choice.recipe, name) for name in CHOOSABLE if name in left_open}
     model = dataclasses.replace(model, **{name: value for name, value in chosen.items() if hasattr(model, name)})
     training = dataclasses.replace(training, **{name: value for name, value in chosen.items()
-                                                if name in ("batch_size", "learning_rate", "schedule")})
+                                                if hasattr(training, name)})
     final = Recipe(layers=model.layers, units=model.units, embedding_dim=model.embedding_dim,
                    batch_size=training.batch_size, learning_rate=training.learning_rate, schedule=training.schedule)
     given = [f"--{name.replace('_', '-')}" for name in CHOOSABLE if name not in left_open]
