@@ -7,7 +7,8 @@ not depend on the weights, only on the shape.
 The matmul ceiling for a row count is the speed of a loop that does nothing
 but a generation step's matrix products for that many rows, in the same
 order and with the same shapes (per layer the input and the recurrent
-product, then the output projection), each step's products depending on the
+product, then the output projection; the first layer without its input
+product for the batches whose loop gathers it from a table), each step's products depending on the
 step before, timed the same way (the faster of an XLA-compiled and a graph
 loop). No generation loop with these shapes can beat it on this machine;
 the fraction of it reached is what the rest of the step costs.
@@ -55,8 +56,15 @@ def build_model(units: int, layers: int, embedding_dim: int, text: str):
 
 def matmul_ceiling(rows: int, length: int, units: int, layers: int, embedding_dim: int, vocab: int,
                    repeats: int) -> float:
-    """Tokens/s of ``length`` steps of only the step's matrix products for ``rows`` rows (best of ``repeats``)."""
+    """Tokens/s of ``length`` steps of only the step's matrix products for ``rows`` rows (best of ``repeats``).
+
+    Where the generation loop gathers the first layer's input share from a table made ahead
+    (``Generator._draw_steps``), that layer's input product is left out here too.
+    """
     from textgen.backend import tf
+    from textgen.generation.generator import NOISE_AHEAD_ABOVE, TABLE_MAX_VOCAB
+
+    tabled = rows > NOISE_AHEAD_ABOVE and vocab <= TABLE_MAX_VOCAB
 
     rng = np.random.default_rng(0)
 
@@ -71,7 +79,10 @@ def matmul_ceiling(rows: int, length: int, units: int, layers: int, embedding_di
         def body(t, x, states, logits):
             inputs, new_states = x, []
             for layer in range(layers):
-                gates = tf.matmul(inputs, kernels[layer]) + tf.matmul(states[layer], recurrent[layer])  # (B, 4U)
+                if layer == 0 and tabled:  # the table's row stands in for the input product
+                    gates = inputs[:, :1] + tf.matmul(states[layer], recurrent[layer])  # (B, 4U)
+                else:
+                    gates = tf.matmul(inputs, kernels[layer]) + tf.matmul(states[layer], recurrent[layer])  # (B, 4U)
                 inputs = gates[:, :units]  # (B, U): stands for the layer's new hidden state
                 new_states.append(inputs)
             logits = tf.matmul(inputs, output)  # (B, V)

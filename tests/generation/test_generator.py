@@ -3,7 +3,7 @@ import pytest
 
 from textgen.backend import keras, tf
 from textgen.model.settings import ModelConfig
-from textgen.generation.generator import Generator
+from textgen.generation.generator import NOISE_AHEAD_ABOVE, XLA_MAX_BATCH, Generator, loop_for_batch
 from textgen.generation.sampling import row_keys, sample_next, uniform_noise
 from textgen.model.network import ModelStep, build_model
 
@@ -234,6 +234,19 @@ def test_row_draws_are_the_same_under_xla_and_not(generator):
     compiled = generator._draw_compiled(*inputs)
     plain = tf.function(generator._draw_steps)(*inputs)
     np.testing.assert_array_equal(compiled[0].numpy()[:20], plain[0].numpy()[:20])
+    # Made ahead, the noise is the same and the first layer's input table gives the same steps.
+    for ahead in (generator._draw_compiled(*inputs, noise_ahead=True),
+                  tf.function(generator._draw_steps)(*inputs, noise_ahead=True)):
+        np.testing.assert_array_equal(ahead[0].numpy()[:20], plain[0].numpy()[:20])
+        np.testing.assert_allclose(ahead[2].numpy(), plain[2].numpy(), atol=1e-5)  # logits after the last step
+
+
+def test_each_batch_size_takes_one_loop_whether_its_size_is_known_or_not(generator):
+    sizes = [1, NOISE_AHEAD_ABOVE, NOISE_AHEAD_ABOVE + 1, XLA_MAX_BATCH, XLA_MAX_BATCH + 1]
+    assert [int(loop_for_batch(size)) for size in sizes] == [0, 0, 1, 1, 2]
+    unknown = tf.function(lambda logits: loop_for_batch(tf.shape(logits)[0]),
+                          input_signature=[tf.TensorSpec([None, 11], tf.float32)])
+    assert [int(unknown(tf.zeros([size, 11]))) for size in sizes] == [0, 0, 1, 1, 2]
 
 
 def test_stops_found_a_chunk_at_once_match_a_token_by_token_search():

@@ -3,7 +3,7 @@ import pytest
 
 from textgen.backend import keras, tf
 from textgen.model.settings import ModelConfig
-from textgen.model.cells import CELL_TYPES
+from textgen.model.cells import CELL_TYPES, get_cell
 from textgen.model.network import ModelStep, build_model, expected_shapes, named_weights
 
 CONFIG = ModelConfig(vocab_size=13, layers=3, units=6, embedding_dim=5, dropout=0.2)
@@ -48,8 +48,13 @@ def test_single_step_form_matches_the_sequence_model(cell):
     step = ModelStep(model, config)
     states = step.initial_states(3)
     assert len(states) == config.layers * (2 if cell in ("lstm", "peephole", "cifg") else 1)
+    table = step.input_table()  # (V, gates * U)
+    assert tuple(table.shape) == (13, get_cell(cell).gates * 6)
+    tabled = states
     for t in range(9):
         logits, states = step.step(tf.constant(tokens[:, t]), states)
+        np.testing.assert_allclose(logits.numpy(), expected[:, t], atol=1e-5)
+        logits, tabled = step.step(tf.constant(tokens[:, t]), tabled, input_table=table)
         np.testing.assert_allclose(logits.numpy(), expected[:, t], atol=1e-5)
 
 

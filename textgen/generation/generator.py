@@ -39,6 +39,20 @@ DRAW_CHUNK = 64
 XLA_MAX_BATCH = 256
 # Above this many rows, a call makes the random noise of all its steps before its loop (``_draw_steps``).
 NOISE_AHEAD_ABOVE = 16
+# Up to this vocabulary, a call that makes its noise ahead also gathers the first layer's input share from
+# a table made ahead (``ModelStep.input_table``).
+TABLE_MAX_VOCAB = NOISE_AHEAD_ABOVE * DRAW_CHUNK
+
+
+def loop_for_batch(batch):
+    """Which form of the draw loop a batch of ``batch`` rows takes: 0 for XLA with the noise made inside the
+    loop (up to NOISE_AHEAD_ABOVE rows), 1 for XLA with the noise made ahead (up to XLA_MAX_BATCH), 2 for the
+    graph loop. ``batch`` is an int (-> int, with no TensorFlow op) or a scalar tensor (-> int32 tensor)."""
+    thresholds_passed = (batch > NOISE_AHEAD_ABOVE, batch > XLA_MAX_BATCH)
+    if isinstance(batch, int):
+        return sum(thresholds_passed)
+    return tf.add_n([tf.cast(passed, tf.int32) for passed in thresholds_passed])
+
 
 # One generation step's inputs with a value per row, for ``draw``: every row its own random
 # stream, position and sampling settings.
@@ -143,7 +157,9 @@ class Generator(tf.Module):
         With ``noise_ahead`` the random noise of all ``count`` steps is made
         before the loop, in a few large ops rather than a few dozen small ones
         a step: the same numbers, faster for many rows (in the graph loop,
-        every op costs a kernel launch), slower to compile under XLA.
+        every op costs a kernel launch), slower to compile under XLA; and for
+        a vocabulary up to TABLE_MAX_VOCAB, so is the first layer's input
+        share of every token (``ModelStep.input_table``).
         """
         if forced is None:
             forced = tf.zeros([tf.shape(logits)[0], 1], tf.int32)
@@ -154,6 +170,11 @@ class Generator(tf.Module):
         # XLA then compiles once per batch size, not once per chunk length.
         drawn = tf.zeros([DRAW_CHUNK, tf.shape(logits)[0]], tf.int32)  # (DRAW_CHUNK, B)
         scores = tf.zeros([DRAW_CHUNK, tf.shape(logits)[0]], tf.float32)  # (DRAW_CHUNK, B)
+        # A table of the first layer's input share costs V rows of its projection once per call and saves B
+        # rows a step, so it pays once B * DRAW_CHUNK > V: for every batch that makes its noise ahead, when
+        # V <= TABLE_MAX_VOCAB.
+        input_table = self.stepper.input_table() if noise_ahead and self.stepper.config.vocab_size <= \
+            TABLE_MAX_VOCAB else None  # (V, gates * U)
         if noise_ahead:
             batch, vocab = tf.shape(logits)[0], tf.shape(logits)[1]
             step_positions = positions[tf.newaxis, :] + tf.range(count)[:, tf.newaxis] - forced_counts  # (n, B)
@@ -168,7 +189,7 @@ class Generator(tf.Module):
             next_ids = tf.where(k < forced_counts, tf.gather(forced, tf.minimum(k, last_forced), axis=1), next_ids)
             # Scored on the logits it was drawn from, before the step moves past them.
             score = log_probability(logits, next_ids)  # (B,)
-            logits, states = self.stepper.step(next_ids, states)
+            logits, states = self.stepper.step(next_ids, states, input_table)
             return (k + 1, logits, states, tf.tensor_scatter_nd_update(drawn, [[k]], next_ids[tf.newaxis]),
                     tf.tensor_scatter_nd_update(scores, [[k]], score[tf.newaxis]))
 
@@ -223,13 +244,17 @@ class Generator(tf.Module):
         """
         return self._read(tf.RaggedTensor.from_row_lengths(prompt_values, prompt_row_lengths), logits, states)
 
+    def _draw_loops(self):
+        """The three forms of ``_draw_steps``, in the order ``loop_for_batch`` indexes them."""
+        return (self._draw_compiled, functools.partial(self._draw_compiled, noise_ahead=True),
+                functools.partial(self._draw_steps, noise_ahead=True))
+
     def _draw_either(self, *inputs):
-        """``_draw_steps`` as ``sample`` picks it for the batch, which is known only when the graph runs
-        (tf.conds, every side traced; XLA compiles only the side a batch takes)."""
+        """``_draw_steps`` in the form ``loop_for_batch`` picks for a batch known only when the graph runs
+        (a tf.switch_case, every branch traced; XLA compiles only the branch a batch takes)."""
         batch = tf.shape(inputs[0])[0]
-        return tf.cond(batch <= NOISE_AHEAD_ABOVE, lambda: self._draw_compiled(*inputs),
-                       lambda: tf.cond(batch <= XLA_MAX_BATCH, lambda: self._draw_compiled(*inputs, noise_ahead=True),
-                                       lambda: self._draw_steps(*inputs, noise_ahead=True)))
+        return tf.switch_case(loop_for_batch(batch),
+                              [functools.partial(loop, *inputs) for loop in self._draw_loops()])
 
     def _find_stops(self, drawn, t, tails, done, produced, window, stop_pattern):
         """Look for the first stop string ending at each of a chunk's tokens, every token at once.
@@ -297,17 +322,17 @@ class Generator(tf.Module):
     @tf.function(input_signature=_CHUNK_SIGNATURE, autograph=False)
     def _sample_few(self, *chunk):
         """``_sample_chunks`` for up to NOISE_AHEAD_ABOVE rows: only the XLA loop is traced and compiled."""
-        return self._sample_chunks(self._draw_compiled, *chunk)
+        return self._sample_chunks(self._draw_loops()[0], *chunk)
 
     @tf.function(input_signature=_CHUNK_SIGNATURE, autograph=False)
     def _sample_many(self, *chunk):
         """``_sample_chunks`` for more rows, up to XLA_MAX_BATCH: the XLA loop with its noise made ahead."""
-        return self._sample_chunks(functools.partial(self._draw_compiled, noise_ahead=True), *chunk)
+        return self._sample_chunks(self._draw_loops()[1], *chunk)
 
     @tf.function(input_signature=_CHUNK_SIGNATURE, autograph=False)
     def _sample_most(self, *chunk):
         """``_sample_chunks`` for more than XLA_MAX_BATCH rows: only the graph loop is traced."""
-        return self._sample_chunks(functools.partial(self._draw_steps, noise_ahead=True), *chunk)
+        return self._sample_chunks(self._draw_loops()[2], *chunk)
 
     def sample(self, logits, states, start, end, length, temperature, top_k, top_p, seed, stop, tails, done,
                produced):
@@ -323,9 +348,7 @@ class Generator(tf.Module):
         a process traces and compiles only the loop its batch size runs.
         """
         chunk = (logits, states, start, end, length, temperature, top_k, top_p, seed, stop, tails, done, produced)
-        batch = logits.shape[0]
-        run = (self._sample_few if batch <= NOISE_AHEAD_ABOVE else self._sample_many if batch <= XLA_MAX_BATCH
-               else self._sample_most)
+        run = (self._sample_few, self._sample_many, self._sample_most)[loop_for_batch(logits.shape[0])]
         return run(*chunk)
 
     def begin(self, prompt_values, prompt_row_lengths, length, carried=None):

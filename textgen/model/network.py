@@ -165,21 +165,31 @@ class ModelStep(tf.Module):
         zeros = tf.zeros([batch_size, self.config.units], dtype=tf.float32)
         return [zeros] * self.state_count
 
-    def trace_step(self, tokens, states):
-        """Advance every row by one token: -> logits (B, V), new states, one record dict per layer."""
-        x = tf.gather(self.embeddings, tokens)  # (B, E)
+    def input_table(self):
+        """The first layer's input share for every token: (V, gates * U), the embedding lookup and the
+        input projection (bias included) done once, so that a step can gather a row of it instead."""
+        return self.cell.project(self.layer_weights[0], self.embeddings)
+
+    def trace_step(self, tokens, states, input_table=None):
+        """Advance every row by one token: -> logits (B, V), new states, one record dict per layer.
+
+        ``input_table`` (from ``input_table``), or None, gives the first layer's input share by a gather.
+        """
+        x = tf.gather(self.embeddings, tokens) if input_table is None else None  # (B, E)
         per_layer = self.states_per_layer
         new_states, records = [], []
         for layer, weights in enumerate(self.layer_weights):
             layer_states = tuple(states[layer * per_layer:(layer + 1) * per_layer])
-            layer_states, record = self.cell.step(weights, x, layer_states)
+            projected = (tf.gather(input_table, tokens) if x is None
+                         else self.cell.project(weights, x))  # (B, gates * U)
+            layer_states, record = self.cell.recur(weights, projected, layer_states)
             new_states.extend(layer_states)
             records.append(record)
             x = layer_states[0]  # h feeds the next layer
         logits = tf.matmul(x, self.logits_kernel) + self.logits_bias  # (B, V)
         return logits, new_states, records
 
-    def step(self, tokens, states):
+    def step(self, tokens, states, input_table=None):
         """Advance every row by one token. tokens (B,) int32 -> logits (B, V), new states."""
-        logits, new_states, _ = self.trace_step(tokens, states)
+        logits, new_states, _ = self.trace_step(tokens, states, input_table)
         return logits, new_states
