@@ -42,7 +42,7 @@ from textgen.model.settings import ModelConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "scaling" / "results.jsonl"
-PLOTS = HERE.parent / "docs" / "scaling"
+PLOT = HERE.parent / "docs" / "scaling" / "loss-by-budget.png"
 
 # Options every run shares: a loss on the same held-out windows, and no stop but the time limit. Checkpoints
 # come every 1,000 steps instead of 500 (and still at every epoch end).
@@ -208,6 +208,7 @@ def command_report(args) -> int:
     records = load_results(args.results)
     corpora = sorted({record["corpus"] for record in records}, key=lambda name: min(
         r["corpus_bytes"] for r in records if r["corpus"] == name))
+    panels = []
     for corpus in corpora:
         rows = [record for record in records if record["corpus"] == corpus]
         budgets = sorted({record["budget_minutes"] for record in rows})
@@ -230,19 +231,29 @@ def command_report(args) -> int:
                 cells.append(", ".join(shown))
             parameters = next((r["parameters"] for r in rows if r["candidate"] == name and r["parameters"]), None)
             print(f"| {name} | {parameters or 0:,} | " + " | ".join(cells) + " |")
-        if args.plots:
-            plot(corpus, rows, names)
+        panels.append((corpus, rows, names))
+    if args.plots and panels:
+        plot(panels)
     return 0
 
 
-def plot(corpus: str, rows: list[dict], names: list[str]) -> None:
+def plot(panels: list[tuple[str, list[dict], list[str]]]) -> None:
+    """One figure, ``PLOT``: a panel per corpus (its name, its records, its candidates), loss against budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    figure, all_axes = plt.subplots(len(panels), 1, figsize=(7, 4.5 * len(panels)), squeeze=False)
+    for (corpus, rows, names), axes in zip(panels, all_axes[:, 0]):
+        _plot_panel(axes, plt, corpus, rows, names)
+    figure.tight_layout()
+    figure.savefig(PLOT, dpi=100)
+    plt.close(figure)
+
+
+def _plot_panel(axes, plt, corpus: str, rows: list[dict], names: list[str]) -> None:
     for index, name in enumerate(names):
         points = sorted((r["budget_minutes"], r["best_val_loss"]) for r in rows if r["candidate"] == name)
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name, color=plt.cm.tab20(index),
@@ -256,9 +267,6 @@ def plot(corpus: str, rows: list[dict], names: list[str]) -> None:
     axes.set_title(f"{corpus}: validation loss by time budget")
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(PLOTS / f"{corpus}.png", dpi=100)
-    plt.close(figure)
 
 
 def main() -> int:
@@ -273,7 +281,7 @@ def main() -> int:
         each.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "textgen-scaling")
         each.add_argument("--keep", action="store_true", help="Keep each run's model directory.")
     report = sub.add_parser("report")
-    report.add_argument("--plots", action="store_true", help=f"Also draw one PNG per corpus into {PLOTS}.")
+    report.add_argument("--plots", action="store_true", help=f"Also draw {PLOT}, a panel per corpus.")
     for each in sub.choices.values():
         each.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()

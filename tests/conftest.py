@@ -87,8 +87,8 @@ TINY_TEXT = (
 # Text that exercises every tokenizer corner: CRLF, tabs, runs of spaces, accents,
 # CJK, emoji, vertical tab and form feed, Unicode spaces, and the literal "[UNK]".
 MIXED_TEXT = (
-    "First Citizen:\r\n"
-    "Before we proceed any further, hear me speak.\r\n"
+    "Test Speaker:\r\n"
+    "Before the tokenizer goes any further, it reads this line.\r\n"
     "\tAll:\tSpeak,  speak.   \n"
     "Café naïve résumé — déjà vu; 日本語のテキスト 😀🎉!\n"
     "\n"

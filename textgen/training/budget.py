@@ -20,9 +20,6 @@ import dataclasses
 from textgen.config import TrainConfig
 from textgen.model.settings import ModelConfig
 
-# The settings the preset may choose; those the caller gave are kept.
-CHOOSABLE = ("layers", "units", "embedding_dim", "batch_size", "learning_rate", "schedule")
-
 # The largest vocabulary of the study's corpora (66 to 223 characters), rounded up: costs are relative to it.
 STUDY_VOCAB = 256
 
@@ -46,6 +43,10 @@ class Recipe:
     def describe(self) -> str:
         return (f"{self.layers}x{self.units} LSTM, embedding {self.embedding_dim}, batch {self.batch_size}, "
                 f"learning rate {self.learning_rate:g}, {self.schedule} schedule")
+
+
+# The settings the preset may choose, a recipe's fields; those the caller gave are kept.
+CHOOSABLE = tuple(field.name for field in dataclasses.fields(Recipe))
 
 
 # (shortest budget in seconds, recipe, the study's evidence): from that budget up, on the reference CPU.
@@ -93,8 +94,7 @@ def apply(choice: Choice, model: ModelConfig, training: TrainConfig, left_open) 
     model = dataclasses.replace(model, **{name: value for name, value in chosen.items() if hasattr(model, name)})
     training = dataclasses.replace(training, **{name: value for name, value in chosen.items()
                                                 if hasattr(training, name)})
-    final = Recipe(layers=model.layers, units=model.units, embedding_dim=model.embedding_dim,
-                   batch_size=training.batch_size, learning_rate=training.learning_rate, schedule=training.schedule)
+    final = Recipe(**{name: getattr(model if hasattr(model, name) else training, name) for name in CHOOSABLE})
     given = [f"--{name.replace('_', '-')}" for name in CHOOSABLE if name not in left_open]
     kept = f"; kept as given: {' '.join(given)}" if given else ""
     line = f"budget preset: {final.describe()} ({choice.why}{kept})"
