@@ -55,6 +55,10 @@ CANDIDATES = {
     "2x256-e64-b32": ["--schedule", "cosine"],
     "2x256-e64-b64": ["--schedule", "cosine", "--batch-size", "64"],
     "2x384-e96-b32": ["--schedule", "cosine", "--units", "384", "--embedding-dim", "96", "--learning-rate", "0.003"],
+    "2x384-e96-b32-d0.1": ["--schedule", "cosine", "--units", "384", "--embedding-dim", "96",
+                           "--learning-rate", "0.003", "--dropout", "0.1"],
+    "2x384-e96-b32-d0.2": ["--schedule", "cosine", "--units", "384", "--embedding-dim", "96",
+                           "--learning-rate", "0.003", "--dropout", "0.2"],
     "2x384-e96-b64": ["--schedule", "cosine", "--units", "384", "--embedding-dim", "96", "--batch-size", "64",
                       "--learning-rate", "0.003"],
     "2x512-e128-b64": ["--schedule", "cosine", "--units", "512", "--embedding-dim", "128", "--batch-size", "64",
@@ -254,9 +258,12 @@ def plot(panels: list[tuple[str, list[dict], list[str]]]) -> None:
 
 
 def _plot_panel(axes, plt, corpus: str, rows: list[dict], names: list[str]) -> None:
+    # A candidate has the same colour in every panel: its place in CANDIDATES.
+    places = {name: place for place, name in enumerate(CANDIDATES)}
     for index, name in enumerate(names):
         points = sorted((r["budget_minutes"], r["best_val_loss"]) for r in rows if r["candidate"] == name)
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name, color=plt.cm.tab20(index),
+        colour = plt.cm.tab20(places.get(name, index) % 20)
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name, color=colour,
                   linestyle="--" if name == "fixed" else "-")
     axes.set_xscale("log")
     budgets = sorted({r["budget_minutes"] for r in rows})
